@@ -1,0 +1,137 @@
+//! `MetaStore`: the source of truth for what a registry holds — repositories, which blobs each
+//! repository may serve, manifests (their exact bytes and what they reference), tags, referrers and
+//! upload sessions.
+//!
+//! A blob's bytes live in a `BlobStore`; it becomes visible in a repository only when linked here,
+//! after its bytes are durable. Every multi-row change (a manifest with its references and tags) is one
+//! transaction, so a crash never leaves half of it. Backends (SQLite embedded by default, PostgreSQL
+//! later) pass the same [`testsuite`]. Nothing here knows about HTTP; inputs are validated types.
+
+pub mod sqlite;
+pub mod testsuite;
+
+use async_trait::async_trait;
+use entrepot_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
+
+pub use sqlite::SqliteMetaStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A manifest references a blob that is not linked in its repository.
+    #[error("blob {0} is not known in this repository")]
+    MissingBlob(Digest),
+    /// An index references a manifest that is not in its repository.
+    #[error("manifest {0} is not known in this repository")]
+    MissingManifest(Digest),
+    /// Stored data could not be decoded (e.g. an invalid digest in a row).
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    #[error("metadata database error: {0}")]
+    Db(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// A manifest to store, with what it references.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub content: Vec<u8>,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's annotations as a JSON object, if any.
+    pub annotations: Option<String>,
+    /// Blobs that must be linked in the repository (config and layers).
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index.
+    pub children: Vec<Digest>,
+    /// Whether every child must already be in the repository (false accepts sparse indexes).
+    pub require_children: bool,
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A manifest whose `subject` is a given digest, as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    /// JSON object, if any.
+    pub annotations: Option<String>,
+}
+
+/// An upload in progress: where it is and how to continue hashing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: UploadId,
+    pub repo: RepoName,
+    pub algorithm: Algorithm,
+    /// Bytes received and durably staged so far.
+    pub offset: u64,
+    /// `Digester::save()` after `offset` bytes.
+    pub hash_state: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last change (for expiry).
+    pub updated_at: i64,
+}
+
+/// Metadata of a registry.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // --- blobs ---
+    /// The size of a blob known anywhere in the registry.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Records a durable blob and links it into `repo` (creating the repository).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// The size of a blob linked in `repo`.
+    async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// Unlinks a blob from `repo`; `false` if it was not linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    // --- manifests and tags ---
+    /// Stores a manifest and points `tags` at it, in one transaction; fails with `MissingBlob` /
+    /// `MissingManifest` if a reference is absent. Storing an existing manifest again is allowed.
+    async fn put_manifest(&self, repo: &RepoName, manifest: &NewManifest, tags: &[Tag]) -> Result<()>;
+    async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>>;
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
+    /// Deletes a manifest and every tag pointing at it; `false` if it did not exist.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes one tag; `false` if it did not exist.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Tags of `repo` in lexical order, after `last`, at most `n`.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>>;
+    /// Repositories in lexical order, after `last`, at most `n`.
+    async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+    /// Manifests of `repo` whose subject is `subject`, ordered by digest.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>>;
+
+    // --- upload sessions ---
+    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+    async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadSession>>;
+    /// Advances an upload from `expected_offset` to `offset` with a new hash state; `false` (and no
+    /// change) if the stored offset is not `expected_offset` (a concurrent writer won).
+    async fn advance_upload(
+        &self,
+        id: &UploadId,
+        expected_offset: u64,
+        offset: u64,
+        hash_state: &[u8],
+        now: i64,
+    ) -> Result<bool>;
+    /// Removes an upload session; `false` if it did not exist.
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// Sessions not changed since `before` (unix seconds).
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadId>>;
+}

@@ -1,0 +1,91 @@
+//! `BlobStore`: where blob bytes live, addressed by digest, and where the bytes of uploads in progress
+//! are staged until they are committed under their digest.
+//!
+//! The trait is deliberately narrow (stat, read, delete, list, and four upload calls) so that a new
+//! backend — the local filesystem, memory, later an S3-compatible object store — is small, and one
+//! conformance suite ([`testsuite`]) runs against all of them. A store knows nothing of repositories,
+//! tags, manifests or HTTP: visibility of a blob in a repository is the metadata store's business.
+//! Every backend must make a committed blob appear atomically: a reader sees all of it or nothing.
+
+pub mod fs;
+pub mod memory;
+pub mod testsuite;
+
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use entrepot_oci::{ByteRange, Digest, Digester, UploadId};
+use futures_util::Stream;
+
+pub use fs::FsBlobStore;
+pub use memory::MemoryBlobStore;
+
+/// A stream of bytes, read from a store or written to it.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Errors of a blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob not found")]
+    NotFound,
+    #[error("upload not found")]
+    UploadNotFound,
+    /// The bytes staged for an upload do not hash to the expected digest or size.
+    #[error("staged upload does not match: {0}")]
+    Mismatch(String),
+    /// The bytes being written stopped (client disconnected, body error).
+    #[error("upload stream interrupted: {0}")]
+    Interrupted(io::Error),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Content-addressed blob storage with staged uploads.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a stored blob, or `None` if it is not stored.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Streams a stored blob, or the given range of it (the range must lie within the blob).
+    async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream>;
+
+    /// Deletes a stored blob; `false` if it was not there.
+    async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Every stored blob digest (for garbage collection and scrubbing).
+    async fn list(&self) -> Result<Vec<Digest>>;
+
+    /// Creates an empty staging area for an upload.
+    async fn upload_create(&self, id: &UploadId) -> Result<()>;
+
+    /// Writes `data` into the upload starting at `offset`, discarding anything staged beyond `offset`
+    /// first (bytes of an interrupted earlier write). Every byte written is also fed, in order, to
+    /// `hasher`. Returns the number of bytes written and the hasher. On error, the staged bytes beyond
+    /// `offset` are undefined and the caller must resume from its last recorded offset.
+    async fn upload_write(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        data: ByteStream,
+        hasher: Digester,
+    ) -> Result<(u64, Digester)>;
+
+    /// Makes the first `size` staged bytes of the upload durable and visible as blob `digest`, then
+    /// removes the staging area. The caller has verified the digest by hashing the bytes as they were
+    /// written. Committing a digest that already exists is not an error.
+    async fn upload_commit(&self, id: &UploadId, size: u64, digest: &Digest) -> Result<()>;
+
+    /// Removes an upload's staging area; not an error if it does not exist.
+    async fn upload_abort(&self, id: &UploadId) -> Result<()>;
+
+    /// The ids of all staged uploads (to remove those the metadata store no longer knows).
+    async fn list_uploads(&self) -> Result<Vec<UploadId>>;
+}
+
+/// Size of the buffers blobs are written and read in. Large enough to amortise system calls and
+/// thread hops, small enough that memory per transfer stays bounded.
+pub const IO_CHUNK: usize = 256 * 1024;
