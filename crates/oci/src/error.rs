@@ -23,6 +23,8 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     RangeInvalid,
+    /// Docker's code for an invalid `n` or `last` pagination parameter.
+    PaginationNumberInvalid,
 }
 
 impl ErrorCode {
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
         }
     }
 
@@ -66,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::RangeInvalid => "invalid content range",
+            ErrorCode::PaginationNumberInvalid => "invalid number of results requested",
         }
     }
 }

@@ -1,0 +1,231 @@
+//! Upload sessions: start, stream or chunk bytes in, finish under a verified digest, cancel, expire.
+//!
+//! The session (offset and the hasher's saved state) lives in the metadata store and the bytes in the
+//! blob store's staging area, so an upload survives a restart and can continue on another instance.
+//! Bytes become a visible blob only once the digest computed while they were written equals the one
+//! the client names, the blob store has made them durable, and the metadata store has linked them.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use entrepot_meta::UploadSession;
+use entrepot_oci::{Algorithm, ContentRange, Digest, Digester, RepoName, UploadId};
+use entrepot_storage::{ByteStream, StorageError};
+use futures_util::StreamExt;
+
+use crate::error::{RegistryError, Result};
+use crate::service::Registry;
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: UploadId,
+    pub repo: RepoName,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Fails the stream with `FileTooLarge` once more than `limit` bytes in total have passed.
+fn limited(body: ByteStream, already: u64, limit: u64) -> ByteStream {
+    if limit == 0 {
+        return body;
+    }
+    let mut seen = already;
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "blob size limit exceeded"));
+        }
+        Ok(chunk)
+    }))
+}
+
+impl Registry {
+    fn upload_lock(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.clone()).or_default().clone()
+    }
+
+    fn forget_upload_lock(&self, id: &UploadId) {
+        self.upload_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
+        match self.meta.get_upload(id).await? {
+            Some(s) if &s.repo == repo => Ok(s),
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    /// Opens an upload session in `repo` hashing with `algorithm`.
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadStatus> {
+        let id = UploadId::parse(&uuid::Uuid::new_v4().to_string())
+            .ok_or_else(|| RegistryError::UploadInvalid("generated an invalid upload id".into()))?;
+        self.blobs.upload_create(&id).await?;
+        let t = now();
+        let session = UploadSession {
+            id: id.clone(),
+            repo: repo.clone(),
+            algorithm,
+            offset: 0,
+            hash_state: Digester::new(algorithm).save(),
+            created_at: t,
+            updated_at: t,
+        };
+        self.meta.create_upload(&session).await?;
+        Ok(UploadStatus { id, repo: repo.clone(), offset: 0 })
+    }
+
+    /// Where an upload stands.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        let s = self.session(repo, id).await?;
+        Ok(UploadStatus { id: s.id, repo: s.repo, offset: s.offset })
+    }
+
+    /// Appends a chunk (`range` given: it must start at the current offset) or a stream (`range`
+    /// absent) to an upload.
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let session = self.session(repo, id).await?;
+        let offset = self.append(&session, range, content_length, body).await?;
+        Ok(UploadStatus { id: id.clone(), repo: repo.clone(), offset })
+    }
+
+    /// Writes `body` at the session's offset, checks it against `range` / `content_length`, and
+    /// records the new offset and hash state. Returns the new offset.
+    async fn append(
+        &self,
+        session: &UploadSession,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        if let Some(r) = range {
+            if r.start != session.offset {
+                return Err(RegistryError::ChunkOutOfOrder { offset: session.offset });
+            }
+            if content_length.is_some_and(|n| n != r.len()) {
+                return Err(RegistryError::SizeInvalid(format!(
+                    "Content-Length does not match the Content-Range of {} bytes",
+                    r.len()
+                )));
+            }
+        }
+        let hasher = Digester::restore(session.algorithm, &session.hash_state)
+            .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))?;
+        let limit = self.config.max_blob_bytes;
+        let body = limited(body, session.offset, limit);
+        let (written, hasher) = match self.blobs.upload_write(&session.id, session.offset, body, hasher).await {
+            Ok(v) => v,
+            Err(StorageError::Interrupted(e)) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Err(RegistryError::BlobTooLarge { size: limit.saturating_add(1), limit });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let expected = range.map(|r| r.len()).or(content_length);
+        if let Some(n) = expected.filter(|&n| n != written) {
+            return Err(RegistryError::SizeInvalid(format!("expected {n} bytes, received {written}")));
+        }
+        let offset = session.offset + written;
+        if written > 0 && !self.meta.advance_upload(&session.id, session.offset, offset, &hasher.save(), now()).await? {
+            return Err(RegistryError::UploadInvalid("upload was changed concurrently; check its status".into()));
+        }
+        Ok(offset)
+    }
+
+    /// Completes an upload: appends the optional last chunk, verifies the digest, makes the blob
+    /// durable and links it into the repository. Returns the blob's size.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        range: Option<ContentRange>,
+        content_length: Option<u64>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let mut session = self.session(repo, id).await?;
+        if digest.algorithm() != session.algorithm {
+            return Err(RegistryError::DigestInvalid(format!(
+                "the upload was started for {} digests; start it with ?digest-algorithm={}",
+                session.algorithm,
+                digest.algorithm()
+            )));
+        }
+        if let Some(body) = body {
+            session.offset = self.append(&session, range, content_length, body).await?;
+            session.hash_state = match self.meta.get_upload(id).await? {
+                Some(s) => s.hash_state,
+                None => return Err(RegistryError::UploadUnknown),
+            };
+        }
+        let actual = Digester::restore(session.algorithm, &session.hash_state)
+            .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))?
+            .finish();
+        if &actual != digest {
+            self.discard(id).await?;
+            return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
+        }
+        self.blobs.upload_commit(id, session.offset, digest).await?;
+        self.meta.link_blob(repo, digest, session.offset).await?;
+        self.meta.delete_upload(id).await?;
+        self.forget_upload_lock(id);
+        Ok(session.offset)
+    }
+
+    /// Cancels an upload and discards its bytes.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        self.session(repo, id).await?;
+        self.discard(id).await
+    }
+
+    async fn discard(&self, id: &UploadId) -> Result<()> {
+        self.meta.delete_upload(id).await?;
+        self.blobs.upload_abort(id).await?;
+        self.forget_upload_lock(id);
+        Ok(())
+    }
+
+    /// Removes sessions idle for longer than the configured expiry, with their bytes. Returns how many.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let cutoff = now() - self.config.upload_expiry.as_secs() as i64;
+        let stale = self.meta.stale_uploads(cutoff).await?;
+        for id in &stale {
+            let lock = self.upload_lock(id);
+            let _guard = lock.lock().await;
+            self.discard(id).await?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Removes staged bytes that no session owns (left by a crash between the two). Call at start-up,
+    /// before serving.
+    pub async fn remove_orphan_uploads(&self) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.blobs.list_uploads().await? {
+            if self.meta.get_upload(&id).await?.is_none() {
+                self.blobs.upload_abort(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
