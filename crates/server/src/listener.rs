@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long a client may take to send request headers.
@@ -42,9 +43,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            if !starts_with_http(&stream).await {
-                return;
-            }
+            let Some(stream) = starts_with_http(stream).await else { return };
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
@@ -63,26 +62,28 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
     }
 }
 
-/// Waits for the first byte; answers a TLS handshake with a plain 400 and returns `false` for it (and
+/// Waits for the first byte; answers a TLS handshake with a plain 400 and returns `None` for it (and
 /// for a connection that closes or stays silent).
-async fn starts_with_http(stream: &TcpStream) -> bool {
+async fn starts_with_http(mut stream: TcpStream) -> Option<TcpStream> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {
-            let mut written = 0;
-            while written < TLS_ON_PLAIN_PORT.len() {
-                if stream.writable().await.is_err() {
-                    return false;
-                }
-                match stream.try_write(&TLS_ON_PLAIN_PORT[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return false,
-                }
+            if stream.write_all(TLS_ON_PLAIN_PORT).await.is_ok() && stream.shutdown().await.is_ok() {
+                // Read what the client sent before closing: closing with unread bytes makes the kernel
+                // send a reset, which can destroy the answer before the client reads it.
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Ok(n) = stream.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
             }
-            false
+            None
         }
-        Ok(Ok(1)) => true,
-        _ => false,
+        Ok(Ok(1)) => Some(stream),
+        _ => None,
     }
 }
