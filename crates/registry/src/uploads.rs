@@ -229,3 +229,84 @@ impl Registry {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use entrepot_meta::SqliteMetaStore;
+    use entrepot_oci::{Algorithm, ContentRange, Digest, RepoName};
+    use entrepot_storage::{BlobStore as _, ByteStream, MemoryBlobStore};
+
+    use crate::{Registry, RegistryConfig, RegistryError};
+
+    fn body(data: &[u8]) -> ByteStream {
+        let chunks: Vec<std::io::Result<Bytes>> = data.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Box::pin(futures_util::stream::iter(chunks))
+    }
+
+    async fn registry(dir: &tempfile::TempDir, blobs: &MemoryBlobStore, config: RegistryConfig) -> Registry {
+        let meta = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("meta");
+        Registry::new(Arc::new(blobs.clone()), Arc::new(meta), config)
+    }
+
+    #[tokio::test]
+    async fn an_upload_continues_on_another_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = MemoryBlobStore::new();
+        let repo = RepoName::parse("a/b").expect("repo");
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let first = registry(&dir, &blobs, RegistryConfig::default()).await;
+        let s = first.start_upload(&repo, Algorithm::Sha512).await.expect("start");
+        let s = first
+            .upload_chunk(&repo, &s.id, Some(ContentRange { start: 0, end: 4999 }), None, body(&data[..5000]))
+            .await
+            .expect("chunk");
+        assert_eq!(s.offset, 5000);
+
+        // A second service over the same stores (another process, or a restart) finishes it.
+        let second = registry(&dir, &blobs, RegistryConfig::default()).await;
+        let err = second
+            .upload_chunk(&repo, &s.id, Some(ContentRange { start: 4000, end: 4999 }), None, body(&data[4000..5000]))
+            .await;
+        assert!(matches!(err, Err(RegistryError::ChunkOutOfOrder { offset: 5000 })));
+        let d = Digest::of(Algorithm::Sha512, &data);
+        let size = second.finish_upload(&repo, &s.id, &d, None, None, Some(body(&data[5000..]))).await.expect("finish");
+        assert_eq!(size, 10_000);
+        assert_eq!(first.blob_size(&repo, &d).await.expect("visible"), 10_000);
+        assert!(matches!(first.upload_status(&repo, &s.id).await, Err(RegistryError::UploadUnknown)));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = MemoryBlobStore::new();
+        let repo = RepoName::parse("a/b").expect("repo");
+        let reg = registry(&dir, &blobs, RegistryConfig::default()).await;
+        let s = reg.start_upload(&repo, Algorithm::Sha256).await.expect("start");
+        let wrong = Digest::sha256(b"something else");
+        let err = reg.finish_upload(&repo, &s.id, &wrong, None, None, Some(body(b"payload"))).await;
+        assert!(matches!(err, Err(RegistryError::DigestInvalid(_))));
+        assert!(blobs.list().await.expect("list").is_empty());
+        assert!(blobs.list_uploads().await.expect("uploads").is_empty());
+        assert!(matches!(reg.blob_size(&repo, &Digest::sha256(b"payload")).await, Err(RegistryError::BlobUnknown(_))));
+    }
+
+    #[tokio::test]
+    async fn blob_size_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = MemoryBlobStore::new();
+        let repo = RepoName::parse("a/b").expect("repo");
+        let reg = registry(&dir, &blobs, RegistryConfig { max_blob_bytes: 100, ..Default::default() }).await;
+        let s = reg.start_upload(&repo, Algorithm::Sha256).await.expect("start");
+        reg.upload_chunk(&repo, &s.id, None, None, body(&[1u8; 60])).await.expect("first 60");
+        let err = reg.upload_chunk(&repo, &s.id, None, None, body(&[1u8; 60])).await;
+        assert!(matches!(err, Err(RegistryError::BlobTooLarge { limit: 100, .. })));
+        assert_eq!(
+            reg.upload_status(&repo, &s.id).await.expect("status").offset,
+            60,
+            "the failed chunk is not counted"
+        );
+    }
+}
