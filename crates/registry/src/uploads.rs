@@ -56,10 +56,16 @@ impl Registry {
         self.upload_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
+    /// The session `id` of `repo`. Call with the upload's lock held: when the session does not exist
+    /// its lock is dropped from the table, so ids that clients invent do not accumulate.
     async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
         match self.meta.get_upload(id).await? {
             Some(s) if &s.repo == repo => Ok(s),
-            _ => Err(RegistryError::UploadUnknown),
+            Some(_) => Err(RegistryError::UploadUnknown),
+            None => {
+                self.forget_upload_lock(id);
+                Err(RegistryError::UploadUnknown)
+            }
         }
     }
 
@@ -84,7 +90,10 @@ impl Registry {
 
     /// Where an upload stands.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
-        let s = self.session(repo, id).await?;
+        let s = match self.meta.get_upload(id).await? {
+            Some(s) if &s.repo == repo => s,
+            _ => return Err(RegistryError::UploadUnknown),
+        };
         Ok(UploadStatus { id: s.id, repo: s.repo, offset: s.offset })
     }
 
@@ -308,5 +317,19 @@ mod tests {
             60,
             "the failed chunk is not counted"
         );
+    }
+
+    #[tokio::test]
+    async fn invented_upload_ids_leave_no_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = MemoryBlobStore::new();
+        let repo = RepoName::parse("a/b").expect("repo");
+        let reg = registry(&dir, &blobs, RegistryConfig::default()).await;
+        for i in 0..100 {
+            let id = entrepot_oci::UploadId::parse(&format!("invented-{i}")).expect("id");
+            let r = reg.upload_chunk(&repo, &id, None, None, body(b"x")).await;
+            assert!(matches!(r, Err(RegistryError::UploadUnknown)));
+        }
+        assert!(reg.upload_locks.lock().expect("locks").is_empty());
     }
 }
