@@ -195,8 +195,22 @@ impl Digester {
         }
     }
 
-    /// Restores a state produced by [`Digester::save`].
+    /// Restores a state produced by [`Digester::save`]. A state whose block counter is implausibly large
+    /// (a corrupted row) is rejected: finishing it would overflow the message length in bits (a panic
+    /// with overflow checks, a wrong digest without).
     pub fn restore(algorithm: Algorithm, state: &[u8]) -> Option<Digester> {
+        // sha2 0.11 serializes the compression state (32 / 64 bytes), then the little-endian count of
+        // compressed blocks (u64 / u128), then the partial block.
+        const MAX_BLOCKS: u128 = 1 << 48;
+        let (at, width) = match algorithm {
+            Algorithm::Sha256 => (32, 8),
+            Algorithm::Sha512 => (64, 16),
+        };
+        let mut count = [0u8; 16];
+        count[..width].copy_from_slice(state.get(at..at + width)?);
+        if u128::from_le_bytes(count) > MAX_BLOCKS {
+            return None;
+        }
         match algorithm {
             Algorithm::Sha256 => {
                 let s = SerializedState::<Sha256>::try_from(state).ok()?;
@@ -261,5 +275,20 @@ mod tests {
             assert_eq!(b.finish(), Digest::of(algo, &data));
             assert!(Digester::restore(algo, &saved[1..]).is_none());
         }
+    }
+
+    #[test]
+    fn restore_rejects_a_block_count_that_would_overflow() {
+        // Found by the `digest` fuzz target: finishing this state overflowed the bit length in sha2.
+        let mut state = Digester::new(Algorithm::Sha256).save();
+        state[39] = 0xde;
+        assert!(Digester::restore(Algorithm::Sha256, &state).is_none());
+        let mut state = Digester::new(Algorithm::Sha512).save();
+        state[79] = 0x01;
+        assert!(Digester::restore(Algorithm::Sha512, &state).is_none());
+        // A real counter restores.
+        let mut h = Digester::new(Algorithm::Sha512);
+        h.update(&[7; 1000]);
+        assert!(Digester::restore(Algorithm::Sha512, &h.save()).is_some());
     }
 }

@@ -78,6 +78,9 @@ impl From<StorageError> for RegistryError {
         match e {
             StorageError::UploadNotFound => RegistryError::UploadUnknown,
             StorageError::Interrupted(io) => RegistryError::UploadInvalid(format!("request body interrupted: {io}")),
+            StorageError::Mismatch(why) => {
+                RegistryError::UploadInvalid(format!("the upload's stored bytes are unusable ({why}); start it again"))
+            }
             other => RegistryError::Storage(other),
         }
     }

@@ -191,7 +191,13 @@ impl Registry {
             self.discard(id).await?;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
-        self.blobs.upload_commit(id, session.offset, digest).await?;
+        match self.blobs.upload_commit(id, session.offset, digest).await {
+            Ok(()) => {}
+            // A crash between an earlier commit and the removal of the session: the staged bytes are
+            // already the (verified) blob, so finishing again only needs to link it.
+            Err(StorageError::UploadNotFound) if self.blobs.stat(digest).await? == Some(session.offset) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.meta.link_blob(repo, digest, session.offset).await?;
         self.meta.delete_upload(id).await?;
         self.forget_upload_lock(id);

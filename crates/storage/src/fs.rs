@@ -132,6 +132,15 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id);
         let file = match blocking(move || {
             let mut f = OpenOptions::new().write(true).open(path)?;
+            // Never pad: a staged file shorter than the recorded offset (bytes lost to a power cut)
+            // cannot continue, or zeros would be committed under a digest computed over real data.
+            let len = f.metadata()?.len();
+            if len < offset {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("staged upload holds {len} bytes, fewer than the recorded {offset}"),
+                ));
+            }
             f.set_len(offset)?;
             f.seek(SeekFrom::Start(offset))?;
             Ok(f)
@@ -140,6 +149,7 @@ impl BlobStore for FsBlobStore {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadNotFound),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(StorageError::Mismatch(e.to_string())),
             Err(e) => return Err(e.into()),
         };
 

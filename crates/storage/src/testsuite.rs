@@ -119,6 +119,14 @@ async fn abort_and_unknown<S: BlobStore + ?Sized>(store: &S) {
     assert!(!store.list_uploads().await.expect("list").contains(&u));
     let r = store.upload_write(&u, 0, stream_of(vec![b"x".to_vec()]), Digester::new(Algorithm::Sha256)).await;
     assert!(matches!(r, Err(StorageError::UploadNotFound)));
+
+    // Writing past the staged bytes would leave a hole; refused.
+    let u = id("u-hole");
+    store.upload_create(&u).await.expect("create");
+    store.upload_write(&u, 0, stream_of(vec![b"12345".to_vec()]), Digester::new(Algorithm::Sha256)).await.expect("w");
+    let r = store.upload_write(&u, 10, stream_of(vec![b"x".to_vec()]), Digester::new(Algorithm::Sha256)).await;
+    assert!(matches!(r, Err(StorageError::Mismatch(_))), "{:?}", r.map(|(n, _)| n));
+    store.upload_abort(&u).await.expect("abort");
     let r = store.upload_commit(&u, 1, &Digest::sha256(b"x")).await;
     assert!(matches!(r, Err(StorageError::UploadNotFound)));
 }
