@@ -130,6 +130,9 @@ pub trait MetaStore: Send + Sync + 'static {
         hash_state: &[u8],
         now: i64,
     ) -> Result<bool>;
+    /// Completes an upload in one transaction: records the durable blob, links it into `repo` and
+    /// removes the session.
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
     /// Removes an upload session; `false` if it did not exist.
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
     /// Sessions not changed since `before` (unix seconds).

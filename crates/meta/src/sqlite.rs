@@ -1,34 +1,36 @@
-//! The embedded backend: one SQLite database file in WAL mode.
+//! The embedded backend: one SQLite database file in WAL mode, through rusqlite.
 //!
-//! Writes go through a single connection (SQLite allows one writer; queuing in-process avoids
-//! `SQLITE_BUSY` storms), reads through a small pool. WAL with `synchronous=NORMAL` keeps every
-//! committed transaction across a process crash (kill -9); `--sync full` style durability against power
-//! loss is a pragma away if ever wanted.
+//! Every trait call is one hop to a blocking thread that runs the whole operation — a transaction
+//! with all its statements — there, with cached prepared statements. Writes go through a single
+//! connection (SQLite allows one writer; queuing in-process avoids `SQLITE_BUSY` storms and makes
+//! every write transaction `IMMEDIATE`); reads use a small pool of read-only connections, which WAL lets
+//! run alongside the writer. WAL with `synchronous=NORMAL` keeps every committed transaction across a
+//! process crash (kill -9); after a power cut the last transactions may roll back, never half-apply.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use entrepot_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{ManifestRecord, MetaError, MetaStore, NewManifest, Referrer, Result, UploadSession};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS repositories (
     name TEXT PRIMARY KEY,
-    created_at BIGINT NOT NULL
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
-    size BIGINT NOT NULL,
-    created_at BIGINT NOT NULL
+    size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS repo_blobs (
     repo TEXT NOT NULL,
     digest TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
+    created_at INTEGER NOT NULL,
     PRIMARY KEY (repo, digest)
 );
 CREATE INDEX IF NOT EXISTS repo_blobs_digest ON repo_blobs (digest);
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     artifact_type TEXT,
     subject TEXT,
     annotations TEXT,
-    created_at BIGINT NOT NULL,
+    created_at INTEGER NOT NULL,
     PRIMARY KEY (repo, digest)
 );
 CREATE INDEX IF NOT EXISTS manifests_subject ON manifests (repo, subject);
@@ -56,7 +58,7 @@ CREATE TABLE IF NOT EXISTS tags (
     repo TEXT NOT NULL,
     tag TEXT NOT NULL,
     digest TEXT NOT NULL,
-    updated_at BIGINT NOT NULL,
+    updated_at INTEGER NOT NULL,
     PRIMARY KEY (repo, tag)
 );
 CREATE INDEX IF NOT EXISTS tags_digest ON tags (repo, digest);
@@ -64,22 +66,28 @@ CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     repo TEXT NOT NULL,
     algorithm TEXT NOT NULL,
-    byte_offset BIGINT NOT NULL,
+    byte_offset INTEGER NOT NULL,
     hash_state BLOB NOT NULL,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
 );
 "#;
+
+/// Read-only connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
 
 /// Metadata in an embedded SQLite database.
 #[derive(Clone)]
 pub struct SqliteMetaStore {
-    reader: SqlitePool,
-    writer: SqlitePool,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: Arc<PathBuf>,
 }
 
-fn db(e: sqlx::Error) -> MetaError {
-    MetaError::Db(e.to_string())
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> Self {
+        MetaError::Db(e.to_string())
+    }
 }
 
 fn now() -> i64 {
@@ -94,321 +102,374 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
 impl SqliteMetaStore {
     /// Opens (creating if needed) the database file at `path` and applies the schema.
     pub async fn open(path: &Path) -> Result<SqliteMetaStore> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(opts.clone())
-            .await
-            .map_err(db)?;
-        sqlx::raw_sql(SCHEMA).execute(&writer).await.map_err(db)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(opts.read_only(true))
-            .await
-            .map_err(db)?;
-        Ok(SqliteMetaStore { reader, writer })
+        let path = path.to_path_buf();
+        let writer = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> Result<Connection> {
+                let conn = Connection::open(&path)?;
+                configure(&conn)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.execute_batch(SCHEMA)?;
+                Ok(conn)
+            }
+        })
+        .await
+        .map_err(|e| MetaError::Db(e.to_string()))??;
+        Ok(SqliteMetaStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: Arc::new(path),
+        })
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    /// Runs `f` with the writer connection on a blocking thread.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| MetaError::Db(e.to_string()))?
+    }
+
+    /// Runs `f` with a pooled read-only connection on a blocking thread.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        path.as_path(),
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                    )?;
+                    configure(&c)?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| MetaError::Db(e.to_string()))?
     }
 }
 
-async fn ensure_repo(tx: &mut Transaction<'static, Sqlite>, repo: &RepoName, at: i64) -> Result<()> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(repo.as_str())
-        .bind(at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+fn ensure_repo(tx: &rusqlite::Transaction<'_>, repo: &str, at: i64) -> Result<()> {
+    tx.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
+        .execute(params![repo, at])?;
     Ok(())
+}
+
+fn link(tx: &rusqlite::Transaction<'_>, repo: &str, digest: &str, size: u64, at: i64) -> Result<()> {
+    ensure_repo(tx, repo, at)?;
+    tx.prepare_cached(
+        "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (digest) DO NOTHING",
+    )?
+    .execute(params![digest, to_i64(size), at])?;
+    tx.prepare_cached(
+        "INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at",
+    )?
+    .execute(params![repo, digest, at])?;
+    Ok(())
+}
+
+fn immediate(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+        let d = digest.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
+                .query_row(params![d], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|s| s as u64))
+        })
+        .await
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let at = now();
-        let mut tx = self.begin().await?;
-        ensure_repo(&mut tx, repo, at).await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
-            .bind(digest.to_string())
-            .bind(to_i64(size))
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .bind(at)
-        .execute(&mut *tx)
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            link(&tx, &repo, &digest, size, now())?;
+            tx.commit()?;
+            Ok(())
+        })
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
     }
 
     async fn repo_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = $1 AND rb.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.reader)
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = ?1 AND rb.digest = ?2",
+            )?
+            .query_row(params![repo, digest], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|s| s as u64))
+        })
         .await
-        .map_err(db)?;
-        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(r.rows_affected() > 0)
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2")?
+                .execute(params![repo, digest])?
+                > 0)
+        })
+        .await
     }
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
-        let at = now();
-        let mut tx = self.begin().await?;
-        for b in &m.blobs {
-            let linked = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2")
-                .bind(repo.as_str())
-                .bind(b.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            if linked.is_none() {
-                return Err(MetaError::MissingBlob(b.clone()));
-            }
-        }
-        if m.require_children {
-            for c in &m.children {
-                let found = sqlx::query("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(c.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                if found.is_none() {
-                    return Err(MetaError::MissingManifest(c.clone()));
+        let repo = repo.to_string();
+        let m = m.clone();
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        self.write(move |c| {
+            let at = now();
+            let tx = immediate(c)?;
+            {
+                let mut linked = tx.prepare_cached("SELECT 1 FROM repo_blobs WHERE repo = ?1 AND digest = ?2")?;
+                for b in &m.blobs {
+                    if !linked.exists(params![repo, b.to_string()])? {
+                        return Err(MetaError::MissingBlob(b.clone()));
+                    }
+                }
+                if m.require_children {
+                    let mut found = tx.prepare_cached("SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2")?;
+                    for child in &m.children {
+                        if !found.exists(params![repo, child.to_string()])? {
+                            return Err(MetaError::MissingManifest(child.clone()));
+                        }
+                    }
                 }
             }
-        }
-        ensure_repo(&mut tx, repo, at).await?;
-        let digest = m.digest.to_string();
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, content, artifact_type, subject, annotations, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (repo, digest) DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(&digest)
-        .bind(&m.media_type)
-        .bind(&m.content)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(Digest::to_string))
-        .bind(&m.annotations)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if inserted.rows_affected() > 0 {
-            let refs = m.blobs.iter().map(|d| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest")));
-            for (target, kind) in refs {
-                sqlx::query(
-                    "INSERT INTO manifest_refs (repo, digest, target, kind) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo.as_str())
-                .bind(&digest)
-                .bind(target.to_string())
-                .bind(kind)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            ensure_repo(&tx, &repo, at)?;
+            let digest = m.digest.to_string();
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO manifests (repo, digest, media_type, content, artifact_type, subject, annotations, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (repo, digest) DO NOTHING",
+                )?
+                .execute(params![
+                    repo,
+                    digest,
+                    m.media_type,
+                    m.content,
+                    m.artifact_type,
+                    m.subject.as_ref().map(Digest::to_string),
+                    m.annotations,
+                    at
+                ])?;
+            if inserted > 0 {
+                let mut refs = tx.prepare_cached(
+                    "INSERT INTO manifest_refs (repo, digest, target, kind) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )?;
+                for b in &m.blobs {
+                    refs.execute(params![repo, digest, b.to_string(), "blob"])?;
+                }
+                for child in &m.children {
+                    refs.execute(params![repo, digest, child.to_string(), "manifest"])?;
+                }
             }
-        }
-        for t in tags {
-            sqlx::query(
-                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo.as_str())
-            .bind(t.as_str())
-            .bind(&digest)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+            {
+                let mut tag = tx.prepare_cached(
+                    "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                )?;
+                for t in &tags {
+                    tag.execute(params![repo, t, digest, at])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>> {
-        let row = sqlx::query("SELECT media_type, content FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(row.map(|r| ManifestRecord { digest: digest.clone(), media_type: r.get(0), content: r.get(1) }))
+        let (repo, d) = (repo.to_string(), digest.clone());
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT media_type, content FROM manifests WHERE repo = ?1 AND digest = ?2")?
+                .query_row(params![repo, d.to_string()], |r| {
+                    Ok(ManifestRecord { digest: d.clone(), media_type: r.get(0)?, content: r.get(1)? })
+                })
+                .optional()?)
+        })
+        .await
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        let row = sqlx::query("SELECT digest FROM tags WHERE repo = $1 AND tag = $2")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        row.map(|r| parse_digest(r.get::<&str, _>(0))).transpose()
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.read(move |c| {
+            c.prepare_cached("SELECT digest FROM tags WHERE repo = ?1 AND tag = ?2")?
+                .query_row(params![repo, tag], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|d| parse_digest(&d))
+                .transpose()
+        })
+        .await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let d = digest.to_string();
-        let mut tx = self.begin().await?;
-        let r = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        for q in [
-            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
-            "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
-        ] {
-            sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut *tx).await.map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(r.rows_affected() > 0)
+        let (repo, d) = (repo.to_string(), digest.to_string());
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let n = tx
+                .prepare_cached("DELETE FROM manifests WHERE repo = ?1 AND digest = ?2")?
+                .execute(params![repo, d])?;
+            tx.prepare_cached("DELETE FROM tags WHERE repo = ?1 AND digest = ?2")?.execute(params![repo, d])?;
+            tx.prepare_cached("DELETE FROM manifest_refs WHERE repo = ?1 AND digest = ?2")?
+                .execute(params![repo, d])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND tag = $2")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(r.rows_affected() > 0)
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM tags WHERE repo = ?1 AND tag = ?2")?.execute(params![repo, tag])? > 0)
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT tag FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3")
-            .bind(repo.as_str())
-            .bind(last.unwrap_or(""))
-            .bind(to_i64(n as u64))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        let (repo, last) = (repo.to_string(), last.unwrap_or("").to_string());
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3")?;
+            let rows = st.query_map(params![repo, last, to_i64(n as u64)], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(to_i64(n as u64))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        let last = last.unwrap_or("").to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")?;
+            let rows = st.query_map(params![last, to_i64(n as u64)], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&self.reader)
+        let repo = repo.to_string();
+        self.read(move |c| Ok(c.prepare_cached("SELECT 1 FROM repositories WHERE name = ?1")?.exists(params![repo])?))
             .await
-            .map_err(db)?;
-        Ok(row.is_some())
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>> {
-        let rows = sqlx::query(
-            "SELECT digest, media_type, length(content), artifact_type, annotations FROM manifests
-             WHERE repo = $1 AND subject = $2 ORDER BY digest",
-        )
-        .bind(repo.as_str())
-        .bind(subject.to_string())
-        .fetch_all(&self.reader)
+        let (repo, subject) = (repo.to_string(), subject.to_string());
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT digest, media_type, length(content), artifact_type, annotations FROM manifests
+                 WHERE repo = ?1 AND subject = ?2 ORDER BY digest",
+            )?;
+            let rows = st.query_map(params![repo, subject], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (digest, media_type, size, artifact_type, annotations) = row?;
+                out.push(Referrer {
+                    digest: parse_digest(&digest)?,
+                    media_type,
+                    size: size as u64,
+                    artifact_type,
+                    annotations,
+                });
+            }
+            Ok(out)
+        })
         .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Referrer {
-                    digest: parse_digest(r.get::<&str, _>(0))?,
-                    media_type: r.get(1),
-                    size: r.get::<i64, _>(2) as u64,
-                    artifact_type: r.get(3),
-                    annotations: r.get(4),
-                })
-            })
-            .collect()
     }
 
     async fn create_upload(&self, s: &UploadSession) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO uploads (id, repo, algorithm, byte_offset, hash_state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.repo.as_str())
-        .bind(s.algorithm.as_str())
-        .bind(to_i64(s.offset))
-        .bind(&s.hash_state)
-        .bind(s.created_at)
-        .bind(s.updated_at)
-        .execute(&self.writer)
+        let s = s.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO uploads (id, repo, algorithm, byte_offset, hash_state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                s.id.as_str(),
+                s.repo.as_str(),
+                s.algorithm.as_str(),
+                to_i64(s.offset),
+                s.hash_state,
+                s.created_at,
+                s.updated_at
+            ])?;
+            Ok(())
+        })
         .await
-        .map_err(db)?;
-        Ok(())
     }
 
     async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadSession>> {
-        // Read through the writer: an upload is read right before it is advanced, and must see the
-        // latest committed offset.
-        let row = sqlx::query(
-            "SELECT repo, algorithm, byte_offset, hash_state, created_at, updated_at FROM uploads WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.writer)
+        let id = id.clone();
+        // Through the writer: a session is read right before it is advanced and must be the latest.
+        self.write(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT repo, algorithm, byte_offset, hash_state, created_at, updated_at FROM uploads WHERE id = ?1",
+                )?
+                .query_row(params![id.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .optional()?;
+            let Some((repo, algorithm, offset, hash_state, created_at, updated_at)) = row else { return Ok(None) };
+            Ok(Some(UploadSession {
+                repo: RepoName::parse(&repo).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                algorithm: Algorithm::parse(&algorithm).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                offset: offset as u64,
+                hash_state,
+                created_at,
+                updated_at,
+                id,
+            }))
+        })
         .await
-        .map_err(db)?;
-        let Some(r) = row else { return Ok(None) };
-        let repo = RepoName::parse(r.get::<&str, _>(0)).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let algorithm = Algorithm::parse(r.get::<&str, _>(1)).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        Ok(Some(UploadSession {
-            id: id.clone(),
-            repo,
-            algorithm,
-            offset: r.get::<i64, _>(2) as u64,
-            hash_state: r.get(3),
-            created_at: r.get(4),
-            updated_at: r.get(5),
-        }))
     }
 
     async fn advance_upload(
@@ -419,36 +480,42 @@ impl MetaStore for SqliteMetaStore {
         hash_state: &[u8],
         now: i64,
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE uploads SET byte_offset = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND byte_offset = $5",
-        )
-        .bind(to_i64(offset))
-        .bind(hash_state)
-        .bind(now)
-        .bind(id.as_str())
-        .bind(to_i64(expected_offset))
-        .execute(&self.writer)
+        let (id, hash_state) = (id.to_string(), hash_state.to_vec());
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE uploads SET byte_offset = ?1, hash_state = ?2, updated_at = ?3 WHERE id = ?4 AND byte_offset = ?5",
+            )?
+            .execute(params![to_i64(offset), hash_state, now, id, to_i64(expected_offset)])?
+                > 0)
+        })
         .await
-        .map_err(db)?;
-        Ok(r.rows_affected() > 0)
+    }
+
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            link(&tx, &repo, &digest, size, now())?;
+            tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute(params![id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(r.rows_affected() > 0)
+        let id = id.to_string();
+        self.write(move |c| Ok(c.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute(params![id])? > 0)).await
     }
 
     async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadId>> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1")
-            .bind(before)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(rows.into_iter().filter_map(|r| UploadId::parse(r.get::<&str, _>(0))).collect())
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT id FROM uploads WHERE updated_at < ?1")?;
+            let rows = st.query_map(params![before], |r| r.get::<_, String>(0))?;
+            let ids = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids.iter().filter_map(|s| UploadId::parse(s)).collect())
+        })
+        .await
     }
 }
 

@@ -169,4 +169,13 @@ async fn uploads<S: MetaStore + ?Sized>(store: &S) {
     assert!(store.delete_upload(&id).await.expect("delete"));
     assert!(!store.delete_upload(&id).await.expect("delete again"));
     assert_eq!(store.get_upload(&id).await.expect("get"), None);
+
+    // Completing links the blob and removes the session at once.
+    let id2 = UploadId::parse("0b9c1d6e-complete").expect("id");
+    store.create_upload(&UploadSession { id: id2.clone(), ..s.clone() }).await.expect("create");
+    let d = Digest::sha256(b"abc");
+    store.complete_upload(&id2, &repo("up/app"), &d, 3).await.expect("complete");
+    assert_eq!(store.get_upload(&id2).await.expect("get"), None);
+    assert_eq!(store.repo_blob_size(&repo("up/app"), &d).await.expect("size"), Some(3));
+    assert!(store.repository_exists(&repo("up/app")).await.expect("exists"));
 }

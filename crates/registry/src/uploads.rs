@@ -198,8 +198,7 @@ impl Registry {
             Err(StorageError::UploadNotFound) if self.blobs.stat(digest).await? == Some(session.offset) => {}
             Err(e) => return Err(e.into()),
         }
-        self.meta.link_blob(repo, digest, session.offset).await?;
-        self.meta.delete_upload(id).await?;
+        self.meta.complete_upload(id, repo, digest, session.offset).await?;
         self.forget_upload_lock(id);
         Ok(session.offset)
     }
