@@ -4,17 +4,32 @@
 //! A commit fsyncs the staged file, renames it into place and fsyncs the directory, so a crash leaves
 //! either the whole blob or none of it. Paths are only ever built from a validated `Digest` or
 //! `UploadId`; nothing else reaches the filesystem.
+//!
+//! An upload write copies the received chunks into [`IO_CHUNK`] batches (buffers recycled through a
+//! small store-wide pool) and hands each batch, shared, to two blocking threads that live for the
+//! whole call: one hashes, the other writes, so hashing and writing overlap. Bounded queues keep the
+//! memory of one upload to a few batches whatever the blob's size. The writer asks the kernel to
+//! start writing the staged bytes back as they come (`sync_file_range` on Linux), so the commit's
+//! fsync has little left to do. It holds an exclusive lock on the staged file, which the next write
+//! call or the commit takes too: the queue of a call abandoned mid-way (client gone) drains before
+//! anything else touches the file.
+//!
+//! A read streams the file in [`READ_CHUNK`] positioned reads, each a short task on a blocking
+//! thread issued while the previous chunk is being sent, in buffers reused once the consumer has
+//! dropped them.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use entrepot_oci::{Algorithm, ByteRange, Digest, Digester, UploadId};
 use futures_util::StreamExt;
-use tokio::task::spawn_blocking;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, spawn_blocking};
 
 use crate::{BlobStore, ByteStream, IO_CHUNK, Result, StorageError};
 
@@ -22,6 +37,7 @@ use crate::{BlobStore, ByteStream, IO_CHUNK, Result, StorageError};
 #[derive(Clone)]
 pub struct FsBlobStore {
     root: Arc<PathBuf>,
+    buffers: Arc<BufferPool>,
 }
 
 impl FsBlobStore {
@@ -30,7 +46,7 @@ impl FsBlobStore {
         let root = root.into();
         fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("uploads"))?;
-        Ok(FsBlobStore { root: Arc::new(root) })
+        Ok(FsBlobStore { root: Arc::new(root), buffers: Arc::default() })
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -59,6 +75,168 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Runs `f` on a blocking thread, for calls whose errors are already storage errors.
+async fn blocking_storage<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    spawn_blocking(f).await.map_err(io::Error::other)?
+}
+
+/// Size of the reads a blob is streamed in: larger than [`IO_CHUNK`] since the buffers are reused.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// Buffers of a read stream kept for reuse.
+const READ_REUSE: usize = 2;
+
+/// Batches queued for each of the hashing and writing threads of an upload write.
+const WRITE_QUEUE: usize = 4;
+
+/// Write buffers kept by the store between upload writes.
+const POOL_BUFFERS: usize = 16;
+
+/// Buffers of [`IO_CHUNK`] bytes that upload writes copy received chunks into, kept across calls
+/// so that a steady stream of uploads allocates (and faults in) no new memory.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<BytesMut>>,
+}
+
+impl BufferPool {
+    fn take(&self) -> BytesMut {
+        let mut buf = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(IO_CHUNK);
+        buf
+    }
+
+    /// Takes back the buffers of `sent` nobody else holds any more.
+    fn put(&self, sent: impl IntoIterator<Item = Bytes>) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        for b in sent {
+            if free.len() >= POOL_BUFFERS {
+                break;
+            }
+            if let Ok(buf) = b.try_into_mut() {
+                free.push(buf);
+            }
+        }
+    }
+}
+
+/// Cuts a body into batches of [`IO_CHUNK`] bytes, copied out of the received chunks. Holding on
+/// to the chunks themselves would save the copy but cost more: the HTTP server could then not reuse
+/// its receive buffer and would fault in a fresh one for every read.
+struct Batcher<'a> {
+    pool: &'a BufferPool,
+    /// Batches handed out, reused once the hashing and writing threads have dropped them.
+    sent: Vec<Bytes>,
+    /// The part of a received chunk that did not fit in the previous batch.
+    carry: Option<Bytes>,
+    ended: bool,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(pool: &'a BufferPool) -> Self {
+        Batcher { pool, sent: Vec::new(), carry: None, ended: false }
+    }
+
+    /// The next batch: full, or the last one (then [`Batcher::ended`]; it may be empty).
+    async fn next(&mut self, data: &mut ByteStream) -> io::Result<Bytes> {
+        let mut buf = match self.sent.iter().position(Bytes::is_unique) {
+            Some(i) => self.sent.swap_remove(i).try_into_mut().unwrap_or_default(),
+            None => self.pool.take(),
+        };
+        buf.clear();
+        buf.reserve(IO_CHUNK);
+        while buf.len() < IO_CHUNK {
+            let mut chunk = match self.carry.take() {
+                Some(c) => c,
+                None => match data.next().await {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                },
+            };
+            let n = chunk.len().min(IO_CHUNK - buf.len());
+            buf.extend_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.carry = Some(chunk.split_off(n));
+            }
+        }
+        let batch = buf.freeze();
+        if self.sent.len() < WRITE_QUEUE + 3 {
+            self.sent.push(batch.clone());
+        }
+        Ok(batch)
+    }
+}
+
+impl Drop for Batcher<'_> {
+    fn drop(&mut self) {
+        self.pool.put(self.sent.drain(..));
+    }
+}
+
+/// Opens an upload's staged file for writing at `offset`: locks it (waiting for the writer of an
+/// abandoned earlier call to finish), refuses it if it holds fewer than `offset` bytes and discards
+/// anything beyond.
+fn open_staged(path: &Path, offset: u64) -> Result<File> {
+    let mut f = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadNotFound),
+        Err(e) => return Err(e.into()),
+    };
+    f.lock()?;
+    // Never pad: a staged file shorter than the recorded offset (bytes lost to a power cut) cannot
+    // continue, or zeros would be committed under a digest computed over real data.
+    let len = f.metadata()?.len();
+    if len < offset {
+        return Err(StorageError::Mismatch(format!(
+            "staged upload holds {len} bytes, fewer than the recorded {offset}"
+        )));
+    }
+    f.set_len(offset)?;
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(f)
+}
+
+/// Starts the writeback of staged bytes every [`WRITEBACK_STEP`] bytes, so that the disk writes
+/// overlap the upload instead of all waiting for the commit's fsync (which then has little left to
+/// do). Only a hint (a no-op off Linux): durability still comes from the commit.
+struct Writeback {
+    started: u64,
+    end: u64,
+}
+
+/// Bytes written between two writeback requests.
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+
+impl Writeback {
+    fn new(offset: u64) -> Writeback {
+        Writeback { started: offset, end: offset }
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+    fn wrote(&mut self, file: &File, n: u64) {
+        self.end += n;
+        if self.end - self.started < WRITEBACK_STEP {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (Ok(start), Ok(len)) = (i64::try_from(self.started), i64::try_from(self.end - self.started)) else {
+                return;
+            };
+            // SAFETY: a plain system call on a file descriptor `file` keeps open; errors are ignored
+            // (the commit's fsync reports them).
+            unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        self.started = self.end;
+    }
+}
+
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
@@ -69,7 +247,7 @@ impl BlobStore for FsBlobStore {
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let opened = blocking(move || {
-            let mut f = File::open(path)?;
+            let f = File::open(path)?;
             let size = f.metadata()?.len();
             let (start, len) = match range {
                 Some(r) => (r.start, r.len),
@@ -78,16 +256,15 @@ impl BlobStore for FsBlobStore {
             if start.saturating_add(len) > size {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "range beyond blob"));
             }
-            f.seek(SeekFrom::Start(start))?;
-            Ok((f, len))
+            Ok((f, start, len))
         })
         .await;
-        let (file, len) = match opened {
+        let (file, start, len) = match opened {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        Ok(file_stream(file, len))
+        Ok(file_stream(file, start, len))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
@@ -127,77 +304,69 @@ impl BlobStore for FsBlobStore {
         id: &UploadId,
         offset: u64,
         mut data: ByteStream,
-        hasher: Digester,
+        mut hasher: Digester,
     ) -> Result<(u64, Digester)> {
         let path = self.upload_path(id);
-        let file = match blocking(move || {
-            let mut f = OpenOptions::new().write(true).open(path)?;
-            // Never pad: a staged file shorter than the recorded offset (bytes lost to a power cut)
-            // cannot continue, or zeros would be committed under a digest computed over real data.
-            let len = f.metadata()?.len();
-            if len < offset {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("staged upload holds {len} bytes, fewer than the recorded {offset}"),
-                ));
-            }
-            f.set_len(offset)?;
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(f)
-        })
-        .await
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadNotFound),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(StorageError::Mismatch(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-
-        // Receive into one buffer while the previous one is hashed and written on a blocking thread.
-        let mut state = Some((file, hasher));
-        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<(File, Digester)>>> = None;
-        let mut buf = BytesMut::with_capacity(IO_CHUNK);
-        let mut written: u64 = 0;
-        let flush = |buf: BytesMut, state: (File, Digester)| {
-            spawn_blocking(move || {
-                let (mut f, mut h) = state;
-                h.update(&buf);
-                f.write_all(&buf)?;
-                Ok((f, h))
+        let mut batcher = Batcher::new(&self.buffers);
+        let first = batcher.next(&mut data).await.map_err(StorageError::Interrupted)?;
+        let mut written = first.len() as u64;
+        if batcher.ended {
+            // The whole body fits in one batch (small blobs): one blocking call.
+            return blocking_storage(move || {
+                let mut file = open_staged(&path, offset)?;
+                hasher.update(&first);
+                file.write_all(&first)?;
+                Ok((written, hasher))
             })
-        };
-        loop {
-            let next = data.next().await;
-            let done = match next {
-                Some(Ok(chunk)) => {
-                    written += chunk.len() as u64;
-                    buf.extend_from_slice(&chunk);
-                    false
-                }
-                Some(Err(e)) => {
-                    if let Some(h) = in_flight.take() {
-                        let _ = h.await;
-                    }
-                    return Err(StorageError::Interrupted(e));
-                }
-                None => true,
-            };
-            if buf.len() >= IO_CHUNK || (done && !buf.is_empty()) {
-                if let Some(h) = in_flight.take() {
-                    state = Some(h.await.map_err(io::Error::other)??);
-                }
-                let full = std::mem::replace(&mut buf, BytesMut::with_capacity(if done { 0 } else { IO_CHUNK }));
-                let st = state.take().ok_or_else(|| io::Error::other("writer state lost"))?;
-                in_flight = Some(flush(full, st));
+            .await;
+        }
+
+        // Hash and write in parallel, each on a blocking thread that lives for the whole call and is
+        // fed the same batches through a bounded queue: a few batches per upload whatever its size.
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (write_tx, mut write_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let hashing = spawn_blocking(move || {
+            while let Some(batch) = hash_rx.blocking_recv() {
+                hasher.update(&batch);
             }
-            if done {
+            hasher
+        });
+        let writing = spawn_blocking(move || {
+            let mut file = open_staged(&path, offset)?;
+            let mut writeback = Writeback::new(offset);
+            while let Some(batch) = write_rx.blocking_recv() {
+                file.write_all(&batch)?;
+                writeback.wrote(&file, batch.len() as u64);
+            }
+            Ok::<_, StorageError>(())
+        });
+        let mut batch = first;
+        let mut interrupted = None;
+        loop {
+            // A send fails only when the writer stopped on an error, reported below.
+            if hash_tx.send(batch.clone()).await.is_err() || write_tx.send(batch).await.is_err() || batcher.ended {
                 break;
             }
+            match batcher.next(&mut data).await {
+                Ok(next) => {
+                    written += next.len() as u64;
+                    batch = next;
+                }
+                Err(e) => {
+                    interrupted = Some(e);
+                    break;
+                }
+            }
         }
-        if let Some(h) = in_flight.take() {
-            state = Some(h.await.map_err(io::Error::other)??);
+        drop((hash_tx, write_tx));
+        // Both threads are joined before returning, so no write of this call lands after it returns.
+        let wrote = writing.await.map_err(io::Error::other)?;
+        let hasher = hashing.await.map_err(io::Error::other)?;
+        drop(batcher);
+        wrote?;
+        if let Some(e) = interrupted {
+            return Err(StorageError::Interrupted(e));
         }
-        let (_file, hasher) = state.ok_or_else(|| io::Error::other("writer state lost"))?;
         Ok((written, hasher))
     }
 
@@ -206,6 +375,8 @@ impl BlobStore for FsBlobStore {
         let dst = self.blob_path(digest);
         let res = blocking(move || {
             let f = OpenOptions::new().write(true).open(&src)?;
+            // Waits for the writer of an abandoned write call still draining its queue.
+            f.lock()?;
             let len = f.metadata()?.len();
             if len < size {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("staged {len} bytes, expected {size}")));
@@ -254,43 +425,53 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// Streams `len` bytes from the file's current position in `IO_CHUNK` reads on blocking threads,
-/// reading the next chunk while the previous one is being sent.
-fn file_stream(file: File, len: u64) -> ByteStream {
-    struct State {
-        file: Option<File>,
-        left: u64,
+/// Streams `len` bytes of the file from `start` in [`READ_CHUNK`] positioned reads on blocking
+/// threads, the next one issued as soon as the previous one is handed on (one read ahead, each a
+/// short task, so a slow download holds no thread). Buffers the consumer has dropped are reused.
+fn file_stream(file: File, start: u64, len: u64) -> ByteStream {
+    struct Reader {
+        file: Arc<File>,
+        pos: u64,
+        end: u64,
+        pending: Option<JoinHandle<io::Result<Bytes>>>,
+        /// Buffers already handed out, to reuse once the consumer has dropped them.
+        sent: Vec<Bytes>,
     }
-    let stream = futures_util::stream::unfold(State { file: Some(file), left: len }, |mut st| async move {
-        if st.left == 0 {
-            return None;
-        }
-        let mut file = st.file.take()?;
-        let want = st.left.min(IO_CHUNK as u64) as usize;
-        let res = spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                let n = file.read(&mut buf[filled..])?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than expected"));
-                }
-                filled += n;
+    impl Reader {
+        fn start_read(&mut self) -> Option<JoinHandle<io::Result<Bytes>>> {
+            if self.pos >= self.end {
+                return None;
             }
-            Ok::<_, io::Error>((file, buf.freeze()))
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        match res {
-            Ok((file, bytes)) => {
-                st.left -= bytes.len() as u64;
-                st.file = Some(file);
-                Some((Ok::<Bytes, io::Error>(bytes), st))
+            let want = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
+            let mut buf = self.reusable().unwrap_or_default();
+            let (file, at) = (self.file.clone(), self.pos);
+            self.pos += want as u64;
+            Some(spawn_blocking(move || {
+                buf.resize(want, 0);
+                file.read_exact_at(&mut buf, at)?;
+                Ok(buf.freeze())
+            }))
+        }
+
+        fn reusable(&mut self) -> Option<BytesMut> {
+            let i = self.sent.iter().position(Bytes::is_unique)?;
+            self.sent.swap_remove(i).try_into_mut().ok()
+        }
+    }
+    let reader = Reader { file: Arc::new(file), pos: start, end: start + len, pending: None, sent: Vec::new() };
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        let read = r.pending.take().or_else(|| r.start_read())?;
+        match read.await.map_err(io::Error::other).and_then(|res| res) {
+            Ok(bytes) => {
+                r.pending = r.start_read();
+                if bytes.len() == READ_CHUNK && r.sent.len() < READ_REUSE {
+                    r.sent.push(bytes.clone());
+                }
+                Some((Ok(bytes), r))
             }
             Err(e) => {
-                st.left = 0;
-                Some((Err(e), st))
+                r.pos = r.end;
+                Some((Err(e), r))
             }
         }
     });
@@ -306,5 +487,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::open(dir.path()).expect("open");
         crate::testsuite::run_all(&store).await;
+    }
+
+    /// A write abandoned mid-stream (its future dropped, as when a client goes away) must not land
+    /// any byte after the next write starts from the recorded offset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_write_then_resume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("open");
+        let u = UploadId::parse("u-abandoned").expect("id");
+        store.upload_create(&u).await.expect("create");
+        let junk = futures_util::stream::iter((0..40).map(|_| Ok(Bytes::from(vec![0xAAu8; 100_000]))))
+            .chain(futures_util::stream::pending());
+        let write = store.upload_write(&u, 0, Box::pin(junk), Digester::new(Algorithm::Sha256));
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(200), write).await.is_err());
+        let data: Vec<u8> = (0..(IO_CHUNK * 5 + 7)).map(|i| (i % 253) as u8).collect();
+        let pieces: Vec<io::Result<Bytes>> = data.chunks(65_536).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let (n, h) = store
+            .upload_write(&u, 0, Box::pin(futures_util::stream::iter(pieces)), Digester::new(Algorithm::Sha256))
+            .await
+            .expect("resume");
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256(&data));
+        store.upload_commit(&u, n, &d).await.expect("commit");
+        let mut read = Vec::new();
+        let mut s = store.read(&d, None).await.expect("read");
+        while let Some(c) = s.next().await {
+            read.extend_from_slice(&c.expect("chunk"));
+        }
+        assert!(read == data, "read back what was written");
     }
 }

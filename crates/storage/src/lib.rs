@@ -86,6 +86,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn list_uploads(&self) -> Result<Vec<UploadId>>;
 }
 
-/// Size of the buffers blobs are written and read in. Large enough to amortise system calls and
-/// thread hops, small enough that memory per transfer stays bounded.
+/// Size of the buffers blobs are written in (the filesystem backend reads in larger ones). Large
+/// enough to amortise system calls and thread hand-offs, small enough that memory per transfer stays
+/// bounded.
 pub const IO_CHUNK: usize = 256 * 1024;
