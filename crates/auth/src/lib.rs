@@ -11,6 +11,7 @@
 //! - [`robot`]: robot accounts (API tokens): long random secrets, stored hashed, scoped, expiring,
 //!   revocable.
 //! - [`ratelimit`]: failed-login limiting per user and per client address.
+//! - [`service`]: the [`Authenticator`] a server consults on every request, tying the above together.
 //!
 //! Inputs are strings, validated names (`entrepot_oci::RepoName`) and this crate's own types; the
 //! server translates requests into them. No type holding a secret prints it in `Debug` or `Display`.
@@ -21,9 +22,11 @@ pub mod policy;
 pub mod ratelimit;
 pub mod robot;
 pub mod secret;
+pub mod service;
 pub mod token;
 pub mod users;
 
 pub use access::{AccessEntry, Action, Actions, Grant, Resource, Scope, ScopeError};
 pub use policy::{Decision, Pattern, Policy, PolicyError, Subject};
 pub use secret::Secret;
+pub use service::{AuthError, AuthSettings, Authenticator, ExternalIssuer, Identity};

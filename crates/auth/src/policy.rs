@@ -94,127 +94,13 @@ pub enum PolicyError {
     Admin(String),
 }
 
-/// One component of a pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    DoubleStar = 0,
-    Star = 1,
-    Literal = 2,
-}
+/// A repository pattern such as `team/*` or `public/**` (one grammar for the whole registry: policies,
+/// robots, retention, quotas, immutable tags).
+pub use entrepot_oci::pattern::{RepoPattern as Pattern, Specificity};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Component {
-    Literal(String),
-    Star,
-    DoubleStar,
-}
-
-impl Component {
-    fn kind(&self) -> Kind {
-        match self {
-            Component::Literal(_) => Kind::Literal,
-            Component::Star => Kind::Star,
-            Component::DoubleStar => Kind::DoubleStar,
-        }
-    }
-}
-
-/// A repository pattern such as `team/*` or `public/**`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Pattern {
-    text: String,
-    components: Vec<Component>,
-}
-
-/// How specific a pattern is; greater is more specific (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Specificity {
-    literals: usize,
-    fewer_double_stars: std::cmp::Reverse<usize>,
-    kinds: Vec<Kind>,
-}
-
-impl Pattern {
-    pub fn parse(s: &str) -> Result<Pattern, PolicyError> {
-        let err = |reason: &str| PolicyError::Pattern { pattern: s.chars().take(300).collect(), reason: reason.into() };
-        if s.is_empty() {
-            return Err(err("empty"));
-        }
-        if s.len() > entrepot_oci::name::MAX_NAME_LEN {
-            return Err(err("longer than a repository name can be"));
-        }
-        let mut components = Vec::new();
-        for c in s.split('/') {
-            let comp = match c {
-                "**" => Component::DoubleStar,
-                "*" => Component::Star,
-                lit if lit.contains('*') => {
-                    return Err(err("`*` and `**` must be a whole path component (`team/*`, not `team/app-*`)"));
-                }
-                lit => {
-                    RepoName::parse(lit).map_err(|_| {
-                        err("each component must be `*`, `**` or a repository-name component ([a-z0-9] with . _ __ - separators)")
-                    })?;
-                    Component::Literal(lit.to_string())
-                }
-            };
-            if comp == Component::DoubleStar && components.last() == Some(&Component::DoubleStar) {
-                return Err(err("`**/**` is the same as `**`; write it once"));
-            }
-            components.push(comp);
-        }
-        Ok(Pattern { text: s.to_string(), components })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Whether the pattern matches the whole name.
-    pub fn matches(&self, repo: &RepoName) -> bool {
-        let name: Vec<&str> = repo.as_str().split('/').collect();
-        let p = &self.components;
-        // m[i][j]: the first i pattern components match the first j name components.
-        let mut m = vec![vec![false; name.len() + 1]; p.len() + 1];
-        m[0][0] = true;
-        for i in 1..=p.len() {
-            for j in 0..=name.len() {
-                m[i][j] = match &p[i - 1] {
-                    Component::DoubleStar => m[i - 1][j] || (j > 0 && m[i][j - 1]),
-                    Component::Star => j > 0 && m[i - 1][j - 1],
-                    Component::Literal(l) => j > 0 && m[i - 1][j - 1] && l == name[j - 1],
-                };
-            }
-        }
-        m[p.len()][name.len()]
-    }
-
-    pub fn specificity(&self) -> Specificity {
-        let kinds: Vec<Kind> = self.components.iter().map(Component::kind).collect();
-        Specificity {
-            literals: kinds.iter().filter(|k| **k == Kind::Literal).count(),
-            fewer_double_stars: std::cmp::Reverse(kinds.iter().filter(|k| **k == Kind::DoubleStar).count()),
-            kinds,
-        }
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pattern({})", self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
-        let s = String::deserialize(d)?;
-        Pattern::parse(&s).map_err(serde::de::Error::custom)
+impl From<entrepot_oci::PatternError> for PolicyError {
+    fn from(e: entrepot_oci::PatternError) -> PolicyError {
+        PolicyError::Pattern { pattern: e.pattern, reason: e.reason.to_string() }
     }
 }
 
@@ -370,8 +256,8 @@ impl TryFrom<PolicyConfig> for Policy {
         let mut rules = Vec::new();
         for (i, r) in cfg.rules.into_iter().enumerate() {
             let pattern = Pattern::parse(&r.repository)?;
-            if !seen.insert(pattern.text.clone()) {
-                return Err(PolicyError::DuplicatePattern(pattern.text));
+            if !seen.insert(pattern.as_str().to_string()) {
+                return Err(PolicyError::DuplicatePattern(pattern.as_str().to_string()));
             }
             rules.push(Rule {
                 number: i + 1,

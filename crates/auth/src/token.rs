@@ -56,7 +56,7 @@ impl Algorithm {
         }
     }
 
-    fn parse(s: &str) -> Option<Algorithm> {
+    pub fn parse(s: &str) -> Option<Algorithm> {
         match s {
             "ES256" => Some(Algorithm::Es256),
             "RS256" => Some(Algorithm::Rs256),

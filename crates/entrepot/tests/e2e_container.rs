@@ -1,6 +1,7 @@
 //! End-to-end: the container image.
 //!
-//! Builds the image with `scripts/docker-image` (or uses the prebuilt image named by
+//! Builds the image with `scripts/docker-image` from the binary of this test run (set
+//! `ENTREPOT_TEST_IMAGE_RELEASE=1` for the static release build users get), or uses the prebuilt image named by
 //! `ENTREPOT_TEST_IMAGE`), checks its configuration (entrypoint, environment, exposed port, volume), runs
 //! it with a named volume published on 127.0.0.1 only, pushes a small image with the docker engine,
 //! pulls it back and runs it, then stops the container (it must exit 0 on SIGTERM), starts it again,
@@ -101,6 +102,17 @@ fn entrepot_image(docker: &Docker) -> (String, bool) {
     cmd.arg(&script)
         .arg(&image)
         .env("DOCKER_CONFIG", docker.config.path())
+        // The binary this test run built (debug, dynamically linked: its libraries go into the image),
+        // rather than a second, static release build of the workspace that would cost CI minutes.
+        // `ENTREPOT_TEST_IMAGE_RELEASE=1` builds the image as users do (static release).
+        .env(
+            "ENTREPOT_IMAGE_BINARY",
+            if std::env::var("ENTREPOT_TEST_IMAGE_RELEASE").as_deref() == Ok("1") {
+                String::new()
+            } else {
+                support::entrepot_bin().display().to_string()
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

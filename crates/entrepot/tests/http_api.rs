@@ -27,7 +27,8 @@ fn sha512(data: &[u8]) -> String {
 
 struct Api {
     server: Server,
-    http: Client,
+    http: Http,
+    _auth_dir: Option<tempfile::TempDir>,
 }
 
 impl Api {
@@ -35,8 +36,38 @@ impl Api {
         Api::start_with(&[])
     }
 
+    /// With `ENTREPOT_TEST_AUTH=token` (CI runs this suite both ways), the server runs with
+    /// `--htpasswd` and every request carries a bearer token fetched from the token endpoint, as clients
+    /// do it.
     fn start_with(args: &[&str]) -> Api {
-        Api { server: Server::start_with(args), http: Client::new() }
+        if std::env::var("ENTREPOT_TEST_AUTH").as_deref() != Ok("token") {
+            return Api { server: Server::start_with(args), http: Http::new(None), _auth_dir: None };
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = dir.path().join("htpasswd");
+        let mut child = std::process::Command::new(support::entrepot_bin())
+            .args(["user", "add", "tester", "--cost", "4", "--htpasswd"])
+            .arg(&htpasswd)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("user add");
+        {
+            use std::io::Write;
+            writeln!(child.stdin.take().expect("stdin"), "tester-pw").expect("password");
+        }
+        assert!(child.wait().expect("user add").success());
+        // The tester is an admin, so that a mount without `from` (admin-only with auth on) still works.
+        let config = dir.path().join("auth.toml");
+        std::fs::write(&config, "[auth.policy]\nadmins = [\"tester\"]\n").expect("config");
+        let mut all: Vec<&str> = vec!["--htpasswd", htpasswd.to_str().expect("utf8")];
+        if !args.contains(&"--config") {
+            all.extend(["--config", config.to_str().expect("utf8")]);
+        }
+        all.extend_from_slice(args);
+        let server = Server::start_with(&all);
+        let auth = TokenAuth { base: server.url(), tokens: Default::default() };
+        Api { server, http: Http::new(Some(std::sync::Arc::new(auth))), _auth_dir: Some(dir) }
     }
 
     fn url(&self, path: &str) -> String {
@@ -44,19 +75,19 @@ impl Api {
     }
 
     async fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path))
+        self.http.request(method, self.url(path)).await
     }
 
     async fn get(&self, path: &str) -> Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
+        self.http.get(self.url(path)).await.send().await.expect("GET")
     }
 
     async fn head(&self, path: &str) -> Response {
-        self.http.head(self.url(path)).send().await.expect("HEAD")
+        self.http.head(self.url(path)).await.send().await.expect("HEAD")
     }
 
     async fn delete(&self, path: &str) -> Response {
-        self.http.delete(self.url(path)).send().await.expect("DELETE")
+        self.http.delete(self.url(path)).await.send().await.expect("DELETE")
     }
 
     /// Monolithic upload; returns the digest.
@@ -65,6 +96,7 @@ impl Api {
         let r = self
             .http
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .await
             .header("content-type", "application/octet-stream")
             .body(data.to_vec())
             .send()
@@ -77,6 +109,7 @@ impl Api {
     async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
         self.http
             .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .await
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()
@@ -95,6 +128,131 @@ impl Api {
         assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
         let d = sha256(&m);
         (m, d)
+    }
+}
+
+/// Fetches and caches bearer tokens the way a registry client does: the realm from the challenge of
+/// `GET /v2/`, one token per repository (with the `from` repository of a mount).
+struct TokenAuth {
+    base: String,
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+}
+
+impl TokenAuth {
+    /// The scopes a request to `url` needs.
+    fn scopes(url: &str) -> Vec<String> {
+        let path_query = url.split_once("://").map_or(url, |(_, r)| r.split_once('/').map_or("", |(_, p)| p));
+        let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+        let Some(rest) = path.strip_prefix("v2/") else { return vec![] };
+        if rest.is_empty() {
+            return vec![];
+        }
+        if rest.starts_with("_catalog") {
+            return vec!["registry:catalog:*".into()];
+        }
+        let cut = ["/blobs/", "/manifests/", "/tags/", "/referrers/"].iter().filter_map(|m| rest.rfind(m)).max();
+        let Some(cut) = cut else { return vec![] };
+        let mut scopes = vec![format!("repository:{}:pull,push,delete", &rest[..cut])];
+        for (k, v) in form_pairs(query) {
+            if k == "from" {
+                scopes.push(format!("repository:{v}:pull"));
+            }
+        }
+        scopes
+    }
+
+    async fn token_for(&self, client: &Client, url: &str) -> Option<String> {
+        let scopes = Self::scopes(url);
+        let key = scopes.join(" ");
+        if let Some(t) = self.tokens.lock().expect("lock").get(&key) {
+            return t.clone();
+        }
+        let challenge = client.get(format!("{}/v2/", self.base)).send().await.expect("challenge");
+        let header =
+            challenge.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let param = |name: &str| {
+            header.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
+        };
+        let mut query = vec![("service".to_string(), param("service"))];
+        query.extend(scopes.iter().map(|s| ("scope".to_string(), s.clone())));
+        let qs: String = query.iter().map(|(k, v)| format!("{k}={}", pct(v))).collect::<Vec<_>>().join("&");
+        let req = client.get(format!("{}?{qs}", param("realm"))).basic_auth("tester", Some("tester-pw"));
+        let r = req.send().await.expect("token request");
+        // An invalid name in a scope (tests of invalid names) gets no token: the request goes without one.
+        let token = if r.status().is_success() {
+            let body: Value = r.json().await.expect("token json");
+            body["token"].as_str().map(String::from)
+        } else {
+            None
+        };
+        self.tokens.lock().expect("lock").insert(key, token.clone());
+        token
+    }
+}
+
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%2F", "/").replace("%2f", "/")))
+        .collect()
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The test's HTTP client: plain, or with a bearer token on every request in token mode.
+struct Http {
+    client: Client,
+    auth: Option<std::sync::Arc<TokenAuth>>,
+}
+
+impl Http {
+    fn new(auth: Option<std::sync::Arc<TokenAuth>>) -> Http {
+        Http { client: support::http_client(), auth }
+    }
+
+    /// A fresh connection pool (after a server restart), same credentials.
+    fn reset(&mut self) {
+        self.client = support::http_client();
+    }
+
+    async fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
+        let token = match &self.auth {
+            Some(a) => a.token_for(&self.client, &url).await,
+            None => None,
+        };
+        let req = self.client.request(method, url);
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn get(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::GET, url).await
+    }
+    async fn head(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::HEAD, url).await
+    }
+    async fn post(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::POST, url).await
+    }
+    async fn put(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::PUT, url).await
+    }
+    async fn patch(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::PATCH, url).await
+    }
+    async fn delete(&self, url: String) -> reqwest::RequestBuilder {
+        self.request(Method::DELETE, url).await
     }
 }
 
@@ -194,16 +352,16 @@ async fn blob_get_head_range_delete() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.expect("body").as_ref(), &data[..]);
 
-    let r = api.http.get(api.url(&path)).header("range", "bytes=10-19").send().await.expect("range");
+    let r = api.http.get(api.url(&path)).await.header("range", "bytes=10-19").send().await.expect("range");
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(header(&r, "content-range"), "bytes 10-19/1000");
     assert_eq!(r.bytes().await.expect("body").as_ref(), &data[10..20]);
 
-    let r = api.http.get(api.url(&path)).header("range", "bytes=-5").send().await.expect("suffix");
+    let r = api.http.get(api.url(&path)).await.header("range", "bytes=-5").send().await.expect("suffix");
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.expect("body").as_ref(), &data[995..]);
 
-    let r = api.http.get(api.url(&path)).header("range", "bytes=1000-").send().await.expect("416");
+    let r = api.http.get(api.url(&path)).await.header("range", "bytes=1000-").send().await.expect("416");
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&r, "content-range"), "bytes */1000");
     let declared: usize = header(&r, "content-length").parse().expect("content-length");
@@ -233,7 +391,8 @@ async fn malformed_digests_are_400_never_500() {
             assert_eq!(code, "DIGEST_INVALID", "{path}");
         }
     }
-    let r = api.http.post(api.url("/v2/a/blobs/uploads/?digest=sha256:nope")).body("x").send().await.expect("post");
+    let r =
+        api.http.post(api.url("/v2/a/blobs/uploads/?digest=sha256:nope")).await.body("x").send().await.expect("post");
     assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
 }
 
@@ -272,13 +431,15 @@ async fn chunked_upload_with_recovery() {
     assert_eq!(header(&r, "range"), "0-0");
     assert_eq!(header(&r, "content-length"), "0");
 
-    let patch = |range: &str, body: &[u8]| {
+    let patch = async |range: &str, body: &[u8]| {
         api.http
             .patch(api.url(&loc))
+            .await
             .header("content-type", "application/octet-stream")
             .header("content-range", range.to_string())
             .body(body.to_vec())
             .send()
+            .await
     };
     let r = patch("0-99999", &data[..100_000]).await.expect("patch 1");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -298,7 +459,7 @@ async fn chunked_upload_with_recovery() {
     assert_eq!(header(&r, "location"), loc);
 
     // A streamed PATCH (no Content-Range) appends.
-    let r = api.http.patch(api.url(&loc)).body(data[100_000..250_000].to_vec()).send().await.expect("stream");
+    let r = api.http.patch(api.url(&loc)).await.body(data[100_000..250_000].to_vec()).send().await.expect("stream");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&r, "range"), "0-249999");
 
@@ -306,6 +467,7 @@ async fn chunked_upload_with_recovery() {
     let r = api
         .http
         .put(api.url(&format!("{loc}?digest={d}")))
+        .await
         .header("content-range", "250000-299999")
         .body(data[250_000..].to_vec())
         .send()
@@ -327,30 +489,30 @@ async fn put_without_body_digest_mismatch_and_cancel() {
     };
     // PATCH then an empty PUT.
     let loc = start().await;
-    api.http.patch(api.url(&loc)).body("abc").send().await.expect("patch");
-    let r = api.http.put(api.url(&format!("{loc}?digest={}", sha256(b"abc")))).send().await.expect("put");
+    api.http.patch(api.url(&loc)).await.body("abc").send().await.expect("patch");
+    let r = api.http.put(api.url(&format!("{loc}?digest={}", sha256(b"abc")))).await.send().await.expect("put");
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "docker-content-digest"), sha256(b"abc"));
 
     // Wrong digest: refused, and nothing becomes visible.
     let loc = start().await;
-    api.http.patch(api.url(&loc)).body("xyz").send().await.expect("patch");
+    api.http.patch(api.url(&loc)).await.body("xyz").send().await.expect("patch");
     let wrong = sha256(b"not xyz");
-    let r = api.http.put(api.url(&format!("{loc}?digest={wrong}"))).send().await.expect("put");
+    let r = api.http.put(api.url(&format!("{loc}?digest={wrong}"))).await.send().await.expect("put");
     assert_eq!(error_code(r).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     assert_eq!(api.head(&format!("/v2/up/app/blobs/{wrong}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(api.head(&format!("/v2/up/app/blobs/{}", sha256(b"xyz"))).await.status(), StatusCode::NOT_FOUND);
 
     // PUT without a digest.
     let loc = start().await;
-    let r = api.http.put(api.url(&loc)).send().await.expect("put");
+    let r = api.http.put(api.url(&loc)).await.send().await.expect("put");
     assert_eq!(error_code(r).await.1, "DIGEST_INVALID");
 
     // Cancel.
     let r = api.delete(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(error_code(api.get(&loc).await).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
-    let r = api.http.patch(api.url(&loc)).body("x").send().await.expect("patch");
+    let r = api.http.patch(api.url(&loc)).await.body("x").send().await.expect("patch");
     assert_eq!(error_code(r).await.1, "BLOB_UPLOAD_UNKNOWN");
 
     // A session belongs to its repository.
@@ -370,6 +532,7 @@ async fn sha512_digests() {
     let r = api
         .http
         .post(api.url(&format!("/v2/s/blobs/uploads/?digest={d}")))
+        .await
         .body(data.clone())
         .send()
         .await
@@ -382,8 +545,8 @@ async fn sha512_digests() {
     let r = api.req(Method::POST, "/v2/s/blobs/uploads/?digest-algorithm=sha512").await.send().await.expect("post");
     let loc = header(&r, "location");
     let data2 = b"second sha512 blob".to_vec();
-    api.http.patch(api.url(&loc)).body(data2.clone()).send().await.expect("patch");
-    let r = api.http.put(api.url(&format!("{loc}?digest={}", sha512(&data2)))).send().await.expect("put");
+    api.http.patch(api.url(&loc)).await.body(data2.clone()).send().await.expect("patch");
+    let r = api.http.put(api.url(&format!("{loc}?digest={}", sha512(&data2)))).await.send().await.expect("put");
     assert_eq!(r.status(), StatusCode::CREATED);
     // Unknown algorithm.
     let r = api.req(Method::POST, "/v2/s/blobs/uploads/?digest-algorithm=md5").await.send().await.expect("post");
@@ -407,6 +570,7 @@ async fn upload_session_survives_a_restart() {
     let r = api
         .http
         .patch(api.url(&loc))
+        .await
         .header("content-range", "0-99999")
         .body(data[..100_000].to_vec())
         .send()
@@ -415,13 +579,14 @@ async fn upload_session_survives_a_restart() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     api.server.restart();
-    api.http = Client::new();
+    api.http.reset();
     let r = api.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-99999");
     let r = api
         .http
         .put(api.url(&format!("{loc}?digest={}", sha256(&data))))
+        .await
         .header("content-range", "100000-199999")
         .body(data[100_000..].to_vec())
         .send()
@@ -437,7 +602,7 @@ async fn abandoned_upload_sessions_expire() {
     let api = Api::start_with(&["--upload-expiry-secs", "1"]);
     let r = api.req(Method::POST, "/v2/x/blobs/uploads/").await.send().await.expect("post");
     let loc = header(&r, "location");
-    api.http.patch(api.url(&loc)).body("partial").send().await.expect("patch");
+    api.http.patch(api.url(&loc)).await.body("partial").send().await.expect("patch");
     let mut gone = false;
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

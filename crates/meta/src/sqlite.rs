@@ -15,6 +15,10 @@ use async_trait::async_trait;
 use entrepot_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::lifecycle::{
+    BlobRecord, CollectedLink, CollectedManifest, LockedCheck, LockedSweep, ManifestGcPolicy, RepoUsage, SweepOutcome,
+    TagRecord,
+};
 use crate::{ManifestRecord, MetaError, MetaStore, NewManifest, Referrer, Result, UploadSession};
 
 const SCHEMA: &str = r#"
@@ -115,11 +119,13 @@ impl SqliteMetaStore {
         let writer = tokio::task::spawn_blocking({
             let path = path.clone();
             move || -> Result<Connection> {
-                let conn = Connection::open(&path)?;
+                let mut conn = Connection::open(&path)?;
                 configure(&conn)?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(crate::outbox::SQLITE_SCHEMA)?;
+                crate::lifecycle::migrate(&mut conn)?;
                 Ok(conn)
             }
         })
@@ -133,7 +139,7 @@ impl SqliteMetaStore {
     }
 
     /// Runs `f` with the writer connection on a blocking thread.
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -147,7 +153,10 @@ impl SqliteMetaStore {
     }
 
     /// Runs `f` with a pooled read-only connection on a blocking thread.
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -212,10 +221,11 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, check: LockedCheck) -> Result<()> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |c| {
             let tx = immediate(c)?;
+            check().map_err(MetaError::Precondition)?;
             link(&tx, &repo, &digest, size, now())?;
             tx.commit()?;
             Ok(())
@@ -246,10 +256,11 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag]) -> Result<()> {
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag], protected: &[Tag]) -> Result<()> {
         let repo = repo.to_string();
         let m = m.clone();
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let protected: Vec<String> = protected.iter().map(|t| t.to_string()).collect();
         self.write(move |c| {
             let at = now();
             let tx = immediate(c)?;
@@ -269,12 +280,22 @@ impl MetaStore for SqliteMetaStore {
                     }
                 }
             }
-            ensure_repo(&tx, &repo, at)?;
             let digest = m.digest.to_string();
+            if !protected.is_empty() {
+                let mut current = tx.prepare_cached("SELECT digest FROM tags WHERE repo = ?1 AND tag = ?2")?;
+                for t in &protected {
+                    let now_at: Option<String> =
+                        current.query_row(params![repo, t], |r| r.get(0)).optional()?;
+                    if let Some(d) = now_at.filter(|d| *d != digest) {
+                        return Err(MetaError::TagProtected { tag: t.clone(), current: parse_digest(&d)? });
+                    }
+                }
+            }
+            ensure_repo(&tx, &repo, at)?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO manifests (repo, digest, media_type, content, artifact_type, subject, annotations, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (repo, digest) DO NOTHING",
+                    "INSERT INTO manifests (repo, digest, media_type, content, artifact_type, subject, annotations, created_at, pushed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (repo, digest) DO NOTHING",
                 )?
                 .execute(params![
                     repo,
@@ -286,7 +307,11 @@ impl MetaStore for SqliteMetaStore {
                     m.annotations,
                     at
                 ])?;
-            if inserted > 0 {
+            if inserted == 0 {
+                // Pushed again: garbage collection's grace period starts over.
+                tx.prepare_cached("UPDATE manifests SET pushed_at = ?3 WHERE repo = ?1 AND digest = ?2")?
+                    .execute(params![repo, digest, at])?;
+            } else {
                 let mut refs = tx.prepare_cached(
                     "INSERT INTO manifest_refs (repo, digest, target, kind) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 )?;
@@ -491,10 +516,18 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn complete_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        check: LockedCheck,
+    ) -> Result<()> {
         let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
         self.write(move |c| {
             let tx = immediate(c)?;
+            check().map_err(MetaError::Precondition)?;
             link(&tx, &repo, &digest, size, now())?;
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?.execute(params![id])?;
             tx.commit()?;
@@ -517,6 +550,100 @@ impl MetaStore for SqliteMetaStore {
         })
         .await
     }
+
+    async fn gc_repository(
+        &self,
+        repo: &RepoName,
+        policy: &ManifestGcPolicy,
+    ) -> Result<(Vec<CollectedManifest>, Vec<CollectedLink>)> {
+        let (repo, policy) = (repo.to_string(), *policy);
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let manifests = crate::lifecycle::gc_manifests(&tx, &repo, &policy)?;
+            let links = crate::lifecycle::gc_links(&tx, &repo, policy.cutoff)?;
+            if policy.dry_run {
+                tx.rollback()?;
+            } else {
+                tx.commit()?;
+            }
+            Ok((manifests, links))
+        })
+        .await
+    }
+
+    async fn blob_records(&self, unlinked_only: bool) -> Result<Vec<BlobRecord>> {
+        self.read(move |c| crate::lifecycle::blob_records(c, unlinked_only)).await
+    }
+
+    async fn sweep_blob(&self, digest: &Digest, sweep: LockedSweep) -> Result<SweepOutcome> {
+        let digest = digest.to_string();
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let outcome = crate::lifecycle::sweep_blob(&tx, &digest, sweep)?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn forget_blob(&self, digest: &Digest) -> Result<Vec<String>> {
+        let digest = digest.to_string();
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let repos = crate::lifecycle::forget_blob(&tx, &digest)?;
+            tx.commit()?;
+            Ok(repos)
+        })
+        .await
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>> {
+        let repo = repo.to_string();
+        self.read(move |c| crate::lifecycle::tag_records(c, &repo)).await
+    }
+
+    async fn delete_tag_if(&self, repo: &RepoName, tag: &Tag, digest: &Digest, updated_at: i64) -> Result<bool> {
+        let (repo, tag, digest) = (repo.to_string(), tag.to_string(), digest.to_string());
+        self.write(move |c| crate::lifecycle::delete_tag_if(c, &repo, &tag, &digest, updated_at)).await
+    }
+
+    async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
+        let repo = repo.to_string();
+        self.read(move |c| crate::lifecycle::repo_usage(c, &repo)).await
+    }
+
+    async fn all_usage(&self) -> Result<Vec<RepoUsage>> {
+        self.read(crate::lifecycle::all_usage).await
+    }
+
+    async fn manifest_digests(&self, repo: &RepoName) -> Result<Vec<(Digest, u64)>> {
+        let repo = repo.to_string();
+        self.read(move |c| crate::lifecycle::manifest_digests(c, &repo)).await
+    }
+
+    async fn try_gc_lock(&self) -> Result<Option<crate::GcLock>> {
+        // An exclusive lock on a file beside the database: held by one process (and one store) at a
+        // time, released by the kernel if the holder dies.
+        let mut name = self.path.as_os_str().to_os_string();
+        name.push(".gc-lock");
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&name)
+                .map_err(|e| MetaError::Db(format!("cannot open the garbage collection lock file: {e}")))?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(crate::GcLock::new(file))),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(MetaError::Db(format!("cannot lock the garbage collection lock file: {e}")))
+                }
+            }
+        })
+        .await
+        .map_err(|e| MetaError::Db(e.to_string()))?
+    }
 }
 
 #[cfg(test)]
@@ -538,7 +665,7 @@ mod tests {
         let d = Digest::sha256(b"x");
         {
             let store = SqliteMetaStore::open(&path).await.expect("open");
-            store.link_blob(&repo, &d, 1).await.expect("link");
+            store.link_blob(&repo, &d, 1, crate::no_check()).await.expect("link");
         }
         let store = SqliteMetaStore::open(&path).await.expect("reopen");
         assert_eq!(store.repo_blob_size(&repo, &d).await.expect("size"), Some(1));

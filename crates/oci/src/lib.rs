@@ -10,10 +10,12 @@ pub mod error;
 pub mod manifest;
 pub mod media;
 pub mod name;
+pub mod pattern;
 pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, Digester};
 pub use error::{ErrorCode, ErrorEnvelope, ErrorInfo};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};
+pub use pattern::{PatternError, RepoPattern, TagPattern};
 pub use range::{ByteRange, ContentRange, RangeError};

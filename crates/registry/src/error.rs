@@ -37,6 +37,9 @@ pub enum RegistryError {
     TagInvalid(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// Refused by the operator's policy: read-only mode, an immutable tag, a quota.
+    #[error("{0}")]
+    Denied(Box<Denied>),
     #[error("internal storage error")]
     Storage(#[source] StorageError),
     #[error("internal metadata error")]
@@ -44,6 +47,31 @@ pub enum RegistryError {
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Why a write was refused by policy. The message names the rule (and the usage, for a quota), so a
+/// person reading the client's error knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("the registry is in read-only maintenance mode: pulls work, pushes and deletes are refused")]
+    ReadOnly,
+    #[error(
+        "tag {tag} of {repo} is immutable (rule: repository `{rule_repo}`, tags `{rule_tags}`){}",
+        match current { Some(d) => format!(" and already points at {d}; push under a new tag"), None => "; it cannot be deleted".to_string() }
+    )]
+    ImmutableTag { repo: String, tag: String, rule_repo: String, rule_tags: String, current: Option<Digest> },
+    #[error("{what} quota of {rule} ({scope}) exceeded: {usage} used + {adding} more > limit {limit}")]
+    Quota {
+        /// `storage` or `tag`.
+        what: &'static str,
+        /// The rule's repository pattern.
+        rule: String,
+        /// `per repository` or `in total over the repositories matching the pattern`.
+        scope: &'static str,
+        usage: String,
+        adding: String,
+        limit: String,
+    },
+}
 
 impl RegistryError {
     /// The protocol error code.
@@ -62,9 +90,15 @@ impl RegistryError {
             NameInvalid(_) => ErrorCode::NameInvalid,
             TagInvalid(_) => ErrorCode::TagInvalid,
             Unsupported(_) => ErrorCode::Unsupported,
+            Denied(_) => ErrorCode::Denied,
             // Internal failures have no protocol code of their own; the edge answers 500.
             Storage(_) | Meta(_) => ErrorCode::Unsupported,
         }
+    }
+
+    /// A refusal by policy.
+    pub fn denied(d: Denied) -> RegistryError {
+        RegistryError::Denied(Box::new(d))
     }
 
     /// Whether this is a server-side failure rather than a problem with the request.
@@ -91,6 +125,13 @@ impl From<MetaError> for RegistryError {
         match e {
             MetaError::MissingBlob(digest) => RegistryError::ManifestBlobUnknown { kind: "blob", digest },
             MetaError::MissingManifest(digest) => RegistryError::ManifestBlobUnknown { kind: "manifest", digest },
+            MetaError::TagProtected { tag, current } => RegistryError::denied(Denied::ImmutableTag {
+                repo: String::new(),
+                tag,
+                rule_repo: "?".into(),
+                rule_tags: "?".into(),
+                current: Some(current),
+            }),
             other => RegistryError::Meta(other),
         }
     }

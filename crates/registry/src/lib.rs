@@ -6,10 +6,22 @@
 //! `entrepot_oci`; every rule of the distribution spec that is not about HTTP syntax lives here.
 
 mod error;
+pub mod events;
+pub mod gc;
+pub mod health;
+#[cfg(test)]
+mod lifecycle_tests;
+pub mod metrics;
+pub mod policy;
+pub mod quota;
+pub mod retention;
+pub mod scrub;
 mod service;
 mod uploads;
 
-pub use error::{RegistryError, Result};
+pub use error::{Denied, RegistryError, Result};
+pub use events::{EventKind, EventSink, EventSinkError, RegistryEvent};
+pub use metrics::Metrics;
 pub use service::{ManifestPut, Registry, RegistryConfig};
 pub use uploads::UploadStatus;
 

@@ -9,6 +9,8 @@ use entrepot_oci::{ByteRange, Digest, ManifestKind, ParsedManifest, Reference, R
 use entrepot_storage::{BlobStore, ByteStream};
 
 use crate::error::{RegistryError, Result};
+use crate::events::EventSink;
+use crate::metrics::Metrics;
 
 /// Behaviour a registry operator can choose.
 #[derive(Debug, Clone)]
@@ -54,11 +56,41 @@ pub struct Registry {
     /// Serialises requests on one upload within this process (the metadata store's compare-and-swap
     /// protects across processes).
     pub(crate) upload_locks: Arc<Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Counters of the registry's work (GC, storage used, events, webhook deliveries).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where events go once their change has committed (see [`crate::events`]); none by default.
+    pub(crate) events: Option<Arc<dyn EventSink>>,
+    /// Read-only mode and the retention / immutable-tag / quota rules (see [`crate::policy`]).
+    pub(crate) lifecycle: Arc<crate::policy::LifecycleState>,
 }
 
 impl Registry {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, config: RegistryConfig) -> Registry {
-        Registry { blobs, meta, config: Arc::new(config), upload_locks: Arc::default() }
+        Registry {
+            blobs,
+            meta,
+            config: Arc::new(config),
+            upload_locks: Arc::default(),
+            metrics: Arc::default(),
+            events: None,
+            lifecycle: Arc::default(),
+        }
+    }
+
+    /// Hands every event (push, pull, delete, gc) to `sink` from now on.
+    pub fn with_event_sink(mut self, sink: Arc<dyn EventSink>) -> Registry {
+        self.events = Some(sink);
+        self
+    }
+
+    /// The event sink installed with [`Registry::with_event_sink`], if any (to wrap it in another one).
+    pub fn event_sink(&self) -> Option<Arc<dyn EventSink>> {
+        self.events.clone()
+    }
+
+    /// The registry's counters, shared by every clone.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -86,8 +118,16 @@ impl Registry {
         }
     }
 
+    /// Where a client may fetch a blob's bytes directly (a presigned object-store URL), when the blob
+    /// store hands out redirects; `None` to serve them here. Call after [`Registry::blob_size`] has
+    /// checked that the blob is readable in the repository.
+    pub fn blob_redirect_url(&self, digest: &Digest) -> Option<String> {
+        self.blobs.redirect_url(digest)
+    }
+
     /// Removes a blob from `repo`. Its bytes stay until garbage collection finds them unreferenced.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.check_writable()?;
         if self.meta.unlink_blob(repo, digest).await? {
             Ok(())
         } else {
@@ -98,6 +138,7 @@ impl Registry {
     /// Cross-repository mount: links `digest` into `repo` if it is readable in `from` (or, without
     /// `from` and when configured, anywhere in the registry). `false` if it cannot be mounted.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
+        self.check_writable()?;
         let size = match from {
             Some(from) => self.meta.repo_blob_size(from, digest).await?,
             None if self.config.mount_without_from => self.meta.blob_size(digest).await?,
@@ -108,8 +149,17 @@ impl Registry {
         if self.blobs.stat(digest).await? != Some(size) {
             return Ok(false);
         }
-        self.meta.link_blob(repo, digest, size).await?;
-        Ok(true)
+        self.check_blob_quota(repo, digest, size).await?;
+        // Re-checked under the metadata store's write lock: a concurrent garbage collection may have
+        // removed the bytes since; then the client uploads them instead.
+        match self.meta.link_blob(repo, digest, size, self.bytes_present(digest, size)).await {
+            Ok(()) => Ok(true),
+            Err(entrepot_meta::MetaError::Precondition(why)) => {
+                tracing::info!(%repo, %digest, %why, "mount refused: the blob's bytes are gone");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     // ---------------------------------------------------------------- manifests
@@ -124,6 +174,7 @@ impl Registry {
         content: Vec<u8>,
         extra_tags: Vec<Tag>,
     ) -> Result<ManifestPut> {
+        self.check_writable()?;
         let size = content.len() as u64;
         if size > self.config.max_manifest_bytes {
             return Err(RegistryError::ManifestTooLarge { size, limit: self.config.max_manifest_bytes });
@@ -161,7 +212,21 @@ impl Registry {
             require_children: parsed.kind == ManifestKind::Index && !self.config.allow_sparse_index,
             content,
         };
-        self.meta.put_manifest(repo, &new, &tags).await?;
+        let policies = self.policies();
+        let protected: Vec<Tag> = if policies.has_immutable(repo) {
+            tags.iter().filter(|t| policies.immutable_rule(repo, t.as_str()).is_some()).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        self.check_tag_quota(repo, &tags).await?;
+        match self.meta.put_manifest(repo, &new, &tags, &protected).await {
+            Ok(()) => {}
+            Err(entrepot_meta::MetaError::TagProtected { tag, current }) => {
+                return Err(self.immutable_denied(repo, &tag, current));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.emit_pushed(repo, &digest, &new.media_type, size, &tags).await;
         Ok(ManifestPut { digest, subject: new.subject, tags })
     }
 
@@ -188,11 +253,20 @@ impl Registry {
 
     /// Deletes a manifest (by digest: the manifest and all its tags) or a tag (by tag: that tag only).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_writable()?;
+        self.check_manifest_deletable(repo, reference).await?;
+        let event = self.delete_event(repo, reference).await;
         let found = match reference {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
         };
-        if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(format!("{reference} not found in {repo}"))) }
+        if !found {
+            return Err(RegistryError::ManifestUnknown(format!("{reference} not found in {repo}")));
+        }
+        if let Some(e) = event {
+            self.emit(vec![e]).await;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- listings
@@ -208,6 +282,11 @@ impl Registry {
     /// Repositories in lexical order after `last`, at most `n`.
     pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         Ok(self.meta.list_repositories(last, n).await?)
+    }
+
+    /// Every manifest stored in `repo` (tagged or not), by digest.
+    pub async fn manifest_digests(&self, repo: &RepoName) -> Result<Vec<Digest>> {
+        Ok(self.meta.manifest_digests(repo).await?.into_iter().map(|(d, _)| d).collect())
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.

@@ -71,6 +71,9 @@ impl Registry {
 
     /// Opens an upload session in `repo` hashing with `algorithm`.
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadStatus> {
+        self.check_writable()?;
+        // A repository already at its storage quota cannot take one more byte: refuse before the upload.
+        self.check_quota(repo, 1, 0).await?;
         let id = UploadId::parse(&uuid::Uuid::new_v4().to_string())
             .ok_or_else(|| RegistryError::UploadInvalid("generated an invalid upload id".into()))?;
         self.blobs.upload_create(&id).await?;
@@ -107,6 +110,7 @@ impl Registry {
         content_length: Option<u64>,
         body: ByteStream,
     ) -> Result<UploadStatus> {
+        self.check_writable()?;
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let session = self.session(repo, id).await?;
@@ -167,6 +171,7 @@ impl Registry {
         content_length: Option<u64>,
         body: Option<ByteStream>,
     ) -> Result<u64> {
+        self.check_writable()?;
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let mut session = self.session(repo, id).await?;
@@ -191,6 +196,10 @@ impl Registry {
             self.discard(id).await?;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
+        if let Err(e) = self.check_blob_quota(repo, digest, session.offset).await {
+            self.discard(id).await?;
+            return Err(e);
+        }
         match self.blobs.upload_commit(id, session.offset, digest).await {
             Ok(()) => {}
             // A crash between an earlier commit and the removal of the session: the staged bytes are
@@ -198,13 +207,29 @@ impl Registry {
             Err(StorageError::UploadNotFound) if self.blobs.stat(digest).await? == Some(session.offset) => {}
             Err(e) => return Err(e.into()),
         }
-        self.meta.complete_upload(id, repo, digest, session.offset).await?;
+        // The link is made only if the bytes are still there once the metadata store's write lock is
+        // held (garbage collection deletes bytes only under that lock; see `gc`).
+        match self
+            .meta
+            .complete_upload(id, repo, digest, session.offset, self.bytes_present(digest, session.offset))
+            .await
+        {
+            Ok(()) => {}
+            Err(entrepot_meta::MetaError::Precondition(why)) => {
+                self.discard(id).await?;
+                return Err(RegistryError::UploadInvalid(format!(
+                    "the blob could not be kept ({why}); upload it again"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.forget_upload_lock(id);
         Ok(session.offset)
     }
 
     /// Cancels an upload and discards its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.check_writable()?;
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         self.session(repo, id).await?;
@@ -228,6 +253,18 @@ impl Registry {
             self.discard(id).await?;
         }
         Ok(stale.len())
+    }
+
+    /// Removes one expired session with its bytes, unless it was used again since `stale_uploads`
+    /// listed it (by this process or another one).
+    pub(crate) async fn expire_upload(&self, id: &UploadId) -> Result<()> {
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let cutoff = now() - self.config.upload_expiry.as_secs() as i64;
+        match self.meta.get_upload(id).await? {
+            Some(s) if s.updated_at >= cutoff => Ok(()),
+            _ => self.discard(id).await,
+        }
     }
 
     /// Removes staged bytes that no session owns (left by a crash between the two). Call at start-up,

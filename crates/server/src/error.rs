@@ -68,6 +68,7 @@ impl From<RegistryError> for ApiError {
             R::ChunkOutOfOrder { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             R::ManifestTooLarge { .. } | R::BlobTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             R::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            R::Denied(_) => StatusCode::FORBIDDEN,
             R::Storage(_) | R::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
             R::UploadInvalid(_)
             | R::DigestInvalid(_)

@@ -37,13 +37,28 @@ impl Query {
     pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
         self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+
+    /// Drops every value of `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
 }
 
+/// Which repositories a caller may see in `_catalog` (`None`: all of them).
+pub type CatalogFilter = Option<Box<dyn Fn(&str) -> bool + Send + Sync>>;
+
 /// Serves one action.
-pub async fn dispatch(registry: &Registry, action: Action, query: Query, headers: &HeaderMap, body: Body) -> ApiResult {
+pub async fn dispatch(
+    registry: &Registry,
+    action: Action,
+    query: Query,
+    headers: &HeaderMap,
+    body: Body,
+    catalog_filter: CatalogFilter,
+) -> ApiResult {
     match action {
         Action::ApiVersion => Ok(empty(StatusCode::OK, "application/json", Body::from("{}"))),
-        Action::Catalog => catalog(registry, &query).await,
+        Action::Catalog => catalog(registry, &query, catalog_filter).await,
         Action::GetBlob { repo, digest, head } => get_blob(registry, &repo, &digest, head, headers).await,
         Action::DeleteBlob { repo, digest } => {
             registry.delete_blob(&repo, &digest).await?;
@@ -70,6 +85,10 @@ pub async fn dispatch(registry: &Registry, action: Action, query: Query, headers
         }
         Action::ListTags { repo } => list_tags(registry, &repo, &query).await,
         Action::Referrers { repo, digest } => referrers(registry, &repo, &digest, &query).await,
+        // Served by `scan_api::intercept` when the scanner is installed.
+        Action::ScanReport { .. } => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, "security scanning is not enabled"))
+        }
     }
 }
 
@@ -195,6 +214,13 @@ fn next_link(path: &str, n: usize, last: &str, extra: &str) -> String {
 
 async fn get_blob(registry: &Registry, repo: &RepoName, digest: &Digest, head: bool, headers: &HeaderMap) -> ApiResult {
     let size = registry.blob_size(repo, digest).await?;
+    // An object store that hands out presigned URLs serves the bytes (and any Range) itself.
+    if !head && let Some(url) = registry.blob_redirect_url(digest) {
+        let mut resp = empty(StatusCode::TEMPORARY_REDIRECT, "", Body::empty());
+        resp.headers_mut().insert(header::LOCATION, hv(&url));
+        resp.headers_mut().insert("docker-content-digest", hv(&digest.to_string()));
+        return Ok(resp);
+    }
     let range = match header_str(headers, "range") {
         None => None,
         Some(r) => match ByteRange::resolve(r, size) {
@@ -303,7 +329,12 @@ async fn finish_upload(
 // ------------------------------------------------------------------------------------------ manifests
 
 async fn get_manifest(registry: &Registry, repo: &RepoName, reference: &Reference, head: bool) -> ApiResult {
-    let m = registry.get_manifest(repo, reference).await?;
+    // A GET is a pull (an event, when wanted); a HEAD only looks.
+    let m = if head {
+        registry.get_manifest(repo, reference).await?
+    } else {
+        registry.pull_manifest(repo, reference).await?
+    };
     let len = m.content.len();
     let body = if head { Body::empty() } else { Body::from(m.content) };
     let mut resp = empty(StatusCode::OK, &m.media_type, body);
@@ -372,9 +403,28 @@ async fn list_tags(registry: &Registry, repo: &RepoName, query: &Query) -> ApiRe
     Ok(json_response(&serde_json::json!({ "name": repo.as_str(), "tags": tags }), "application/json", link))
 }
 
-async fn catalog(registry: &Registry, query: &Query) -> ApiResult {
+async fn catalog(registry: &Registry, query: &Query, filter: CatalogFilter) -> ApiResult {
     let (last, n) = pagination(query)?;
-    let mut repos = registry.catalog(last.as_deref(), n + 1).await?;
+    let mut repos = match filter {
+        None => registry.catalog(last.as_deref(), n + 1).await?,
+        Some(visible) => {
+            // Page through the whole list until n + 1 visible names are found, so that pages stay full
+            // and `Link` stays right whatever the caller may not see.
+            let mut found = Vec::new();
+            let mut cursor = last.clone();
+            loop {
+                let page = registry.catalog(cursor.as_deref(), MAX_PAGE).await?;
+                let done = page.len() < MAX_PAGE;
+                cursor = page.last().cloned();
+                found.extend(page.into_iter().filter(|r| visible(r)));
+                if done || found.len() > n {
+                    break;
+                }
+            }
+            found.truncate(n + 1);
+            found
+        }
+    };
     let link = if repos.len() > n {
         repos.truncate(n);
         repos.last().map(|l| next_link("/v2/_catalog", n, l, ""))

@@ -2,7 +2,8 @@
 //!
 //! Each connection gets TCP_NODELAY and a header read timeout. A plain-HTTP port that receives a TLS
 //! ClientHello answers `400 Bad Request` in plain HTTP instead of dropping the connection: that answer
-//! is what makes the docker CLI fall back from HTTPS to HTTP for an insecure registry.
+//! is what makes the docker CLI fall back from HTTPS to HTTP for an insecure registry. With a TLS
+//! acceptor, every connection is HTTPS (see [`crate::tls`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,12 +24,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 const TLS_ON_PLAIN_PORT: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 48\r\n\r\nClient sent an HTTPS request to an HTTP server.\n";
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight connections.
+/// Serves `app` over plain HTTP on `listener` until `shutdown` completes, then drains in-flight
+/// connections.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, app, None, shutdown).await
+}
+
+/// Serves `app` on `listener`, over HTTPS when `tls` is given, until `shutdown` completes, then drains
+/// in-flight connections.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -41,16 +55,37 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
         };
         let app = app.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let Some(stream) = starts_with_http(stream).await else { return };
+            let info = crate::auth::ConnInfo { peer, tls: tls.is_some() };
+            let app = tower::ServiceExt::map_request(app, move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info);
+                req
+            });
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
                 b
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-            if let Err(e) = watcher.watch(conn).await {
+            let result = match tls {
+                None => {
+                    let Some(stream) = starts_with_http(stream).await else { return };
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -42,6 +42,8 @@ pub enum Action {
     ListTags { repo: RepoName },
     /// `GET /v2/<name>/referrers/<digest>`
     Referrers { repo: RepoName, digest: Digest },
+    /// `GET /v2/<name>/_entrepot/vulnerabilities/<reference>` (the scanning extension, see `scan_api`)
+    ScanReport { repo: RepoName, reference: Reference },
 }
 
 /// Parses a request line into an action; `NotFound` for paths outside the API, `MethodNotAllowed`
@@ -84,6 +86,15 @@ pub fn parse(method: &Method, path: &str) -> Result<Action, ApiError> {
         let repo = name_of(n - 2)?;
         return match *method {
             Method::GET => Ok(Action::ListTags { repo }),
+            _ => Err(ApiError::method_not_allowed()),
+        };
+    }
+    // .../_entrepot/vulnerabilities/<reference> (an extension: `_` cannot start a name component)
+    if n >= 4 && segs[n - 3] == "_entrepot" && segs[n - 2] == "vulnerabilities" {
+        let repo = name_of(n - 3)?;
+        let reference = Reference::parse(&decode(segs[n - 1])?).map_err(ApiError::from_name)?;
+        return match *method {
+            Method::GET => Ok(Action::ScanReport { repo, reference }),
             _ => Err(ApiError::method_not_allowed()),
         };
     }
@@ -175,6 +186,9 @@ mod tests {
         assert!(matches!(ok(Method::PATCH, "/v2/team/app/blobs/uploads/abc-123"), Action::PatchUpload { .. }));
         assert!(matches!(ok(Method::GET, "/v2/a/tags/list"), Action::ListTags { .. }));
         assert!(matches!(ok(Method::GET, &format!("/v2/a/referrers/{d}")), Action::Referrers { .. }));
+        assert!(matches!(ok(Method::GET, "/v2/team/app/_entrepot/vulnerabilities/v1"),
+            Action::ScanReport { repo, .. } if repo.as_str() == "team/app"));
+        assert!(matches!(ok(Method::GET, &format!("/v2/a/_entrepot/vulnerabilities/{d}")), Action::ScanReport { .. }));
         // A repository may be named like a route segment.
         assert!(matches!(ok(Method::GET, "/v2/blobs/manifests/manifests/v1"),
             Action::GetManifest { repo, .. } if repo.as_str() == "blobs/manifests"));
@@ -195,5 +209,9 @@ mod tests {
         assert!(parse(&Method::GET, "/v2/a/manifests/-bad").is_err());
         assert!(parse(&Method::GET, "/v2/a/nothing").is_err());
         assert!(parse(&Method::PATCH, "/v2/a/blobs/uploads/../../x").is_err());
+        assert!(parse(&Method::GET, "/v2/_entrepot/vulnerabilities/v1").is_err());
+        assert!(parse(&Method::GET, "/v2/A/_entrepot/vulnerabilities/v1").is_err());
+        assert!(parse(&Method::GET, "/v2/a/_entrepot/vulnerabilities/-bad").is_err());
+        assert!(parse(&Method::DELETE, "/v2/a/_entrepot/vulnerabilities/v1").is_err());
     }
 }

@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, spawn_blocking};
 
-use crate::{BlobStore, ByteStream, IO_CHUNK, Result, StorageError};
+use crate::{BlobInfo, BlobStore, ByteStream, IO_CHUNK, Result, StorageError};
 
 /// Blobs on the local filesystem.
 #[derive(Clone)]
@@ -69,6 +69,11 @@ fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn info(path: &Path) -> io::Result<BlobInfo> {
+    let m = fs::metadata(path)?;
+    Ok(BlobInfo { size: m.len(), modified: m.modified()? })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -389,10 +394,9 @@ impl BlobStore for FsBlobStore {
             let parent = dst.parent().ok_or_else(|| io::Error::other("blob path has no parent"))?;
             fs::create_dir_all(parent)?;
             fs::rename(&src, &dst)?;
+            // Only the blob's directory needs to reach the disk: if the staged name comes back after
+            // a crash, it is an orphan the start-up sweep removes, or the input of a finish retried.
             sync_dir(parent)?;
-            if let Some(uploads) = src.parent() {
-                sync_dir(uploads)?;
-            }
             Ok(())
         })
         .await;
@@ -408,6 +412,50 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id);
         not_found_to_none(blocking(move || fs::remove_file(path)).await)?;
         Ok(())
+    }
+
+    fn blob_info_blocking(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        Ok(not_found_to_none(info(&self.blob_path(digest)))?)
+    }
+
+    fn delete_blocking(&self, digest: &Digest) -> Result<bool> {
+        Ok(not_found_to_none(fs::remove_file(self.blob_path(digest)))?.is_some())
+    }
+
+    async fn blob_info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let path = self.blob_path(digest);
+        Ok(not_found_to_none(blocking(move || info(&path)).await)?)
+    }
+
+    async fn upload_info(&self, id: &UploadId) -> Result<Option<BlobInfo>> {
+        let path = self.upload_path(id);
+        Ok(not_found_to_none(blocking(move || info(&path)).await)?)
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>> {
+        let src = self.blob_path(digest);
+        let dir = self.root.join("quarantine");
+        let name = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
+        Ok(not_found_to_none(
+            blocking(move || {
+                fs::metadata(&src)?;
+                fs::create_dir_all(&dir)?;
+                // Never overwrite an earlier quarantined copy: number the later ones.
+                let mut dst = dir.join(&name);
+                let mut n = 1;
+                while dst.exists() {
+                    dst = dir.join(format!("{name}.{n}"));
+                    n += 1;
+                }
+                fs::rename(&src, &dst)?;
+                sync_dir(&dir)?;
+                if let Some(parent) = src.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(dst.display().to_string())
+            })
+            .await,
+        )?)
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadId>> {
@@ -487,6 +535,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::open(dir.path()).expect("open");
         crate::testsuite::run_all(&store).await;
+    }
+
+    /// Quarantine moves the file under `<root>/quarantine/`, keeping earlier copies.
+    #[tokio::test]
+    async fn quarantine_keeps_the_bytes_under_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("open");
+        let data = b"corrupt or not".to_vec();
+        let d = Digest::sha256(&data);
+        for round in 0..2 {
+            let u = UploadId::parse(&format!("u-q{round}")).expect("id");
+            store.upload_create(&u).await.expect("create");
+            let body = futures_util::stream::iter([Ok(Bytes::from(data.clone()))]);
+            let (n, _) = store.upload_write(&u, 0, Box::pin(body), Digester::new(Algorithm::Sha256)).await.expect("w");
+            store.upload_commit(&u, n, &d).await.expect("commit");
+            let place = store.quarantine(&d).await.expect("quarantine").expect("stored");
+            assert!(place.starts_with(&dir.path().join("quarantine").display().to_string()), "{place}");
+            assert_eq!(fs::read(&place).expect("quarantined bytes"), data);
+        }
+        assert_eq!(fs::read_dir(dir.path().join("quarantine")).expect("dir").count(), 2, "the first copy is kept");
     }
 
     /// A write abandoned mid-stream (its future dropped, as when a client goes away) must not land

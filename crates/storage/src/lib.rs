@@ -2,13 +2,14 @@
 //! are staged until they are committed under their digest.
 //!
 //! The trait is deliberately narrow (stat, read, delete, list, and four upload calls) so that a new
-//! backend — the local filesystem, memory, later an S3-compatible object store — is small, and one
+//! backend — the local filesystem, memory, an S3-compatible object store ([`s3`]) — is small, and one
 //! conformance suite ([`testsuite`]) runs against all of them. A store knows nothing of repositories,
 //! tags, manifests or HTTP: visibility of a blob in a repository is the metadata store's business.
 //! Every backend must make a committed blob appear atomically: a reader sees all of it or nothing.
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 pub mod testsuite;
 
 use std::io;
@@ -21,6 +22,7 @@ use futures_util::Stream;
 
 pub use fs::FsBlobStore;
 pub use memory::MemoryBlobStore;
+pub use s3::{S3BlobStore, S3Config};
 
 /// A stream of bytes, read from a store or written to it.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -43,6 +45,14 @@ pub enum StorageError {
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// What garbage collection and scrubbing need to know about stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// When the bytes were last written (a blob committed again gets a new time).
+    pub modified: std::time::SystemTime,
+}
 
 /// Content-addressed blob storage with staged uploads.
 #[async_trait]
@@ -84,6 +94,30 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// The ids of all staged uploads (to remove those the metadata store no longer knows).
     async fn list_uploads(&self) -> Result<Vec<UploadId>>;
+
+    /// Size and last write time of a stored blob, or `None` if it is not stored.
+    async fn blob_info(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
+
+    /// Size and last write time of an upload's staged bytes, or `None` if it has no staging area.
+    async fn upload_info(&self, id: &UploadId) -> Result<Option<BlobInfo>>;
+
+    /// [`BlobStore::blob_info`] for a thread that may block (no runtime hop): the metadata store runs
+    /// it while holding its write lock, where waiting for another pooled thread could deadlock.
+    fn blob_info_blocking(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
+
+    /// [`BlobStore::delete`] for a thread that may block, as [`BlobStore::blob_info_blocking`].
+    fn delete_blocking(&self, digest: &Digest) -> Result<bool>;
+
+    /// Moves a stored blob out of reach (it is no longer stored under its digest) into a quarantine
+    /// kept for an operator to inspect. Returns where it went, or `None` if it was not stored.
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>>;
+
+    /// A URL from which clients may fetch the blob's bytes themselves (a presigned object-store URL),
+    /// when the backend is configured to hand out such redirects. `None` (the default): the registry
+    /// serves the bytes. Only computes a URL; it does not check that the blob exists.
+    fn redirect_url(&self, _digest: &Digest) -> Option<String> {
+        None
+    }
 }
 
 /// Size of the buffers blobs are written in (the filesystem backend reads in larger ones). Large

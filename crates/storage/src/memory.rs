@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use entrepot_oci::{ByteRange, Digest, Digester, UploadId};
 use futures_util::StreamExt;
 
-use crate::{BlobStore, ByteStream, Result, StorageError};
+use crate::{BlobInfo, BlobStore, ByteStream, Result, StorageError};
 
 #[derive(Default, Clone)]
 pub struct MemoryBlobStore {
@@ -20,6 +21,10 @@ pub struct MemoryBlobStore {
 struct Inner {
     blobs: HashMap<Digest, Bytes>,
     uploads: HashMap<UploadId, BytesMut>,
+    /// Last write time of blobs and staged uploads.
+    blob_times: HashMap<Digest, SystemTime>,
+    upload_times: HashMap<UploadId, SystemTime>,
+    quarantined: Vec<(Digest, Bytes)>,
 }
 
 impl MemoryBlobStore {
@@ -51,7 +56,9 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.lock().blobs.remove(digest).is_some())
+        let mut inner = self.lock();
+        inner.blob_times.remove(digest);
+        Ok(inner.blobs.remove(digest).is_some())
     }
 
     async fn list(&self) -> Result<Vec<Digest>> {
@@ -59,7 +66,9 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn upload_create(&self, id: &UploadId) -> Result<()> {
-        self.lock().uploads.insert(id.clone(), BytesMut::new());
+        let mut inner = self.lock();
+        inner.uploads.insert(id.clone(), BytesMut::new());
+        inner.upload_times.insert(id.clone(), SystemTime::now());
         Ok(())
     }
 
@@ -86,6 +95,7 @@ impl BlobStore for MemoryBlobStore {
             let mut inner = self.lock();
             let buf = inner.uploads.get_mut(id).ok_or(StorageError::UploadNotFound)?;
             buf.extend_from_slice(&chunk);
+            inner.upload_times.insert(id.clone(), SystemTime::now());
         }
         Ok((written, hasher))
     }
@@ -97,17 +107,55 @@ impl BlobStore for MemoryBlobStore {
             return Err(StorageError::Mismatch(format!("staged {} bytes, expected {size}", buf.len())));
         }
         buf.truncate(size as usize);
+        inner.upload_times.remove(id);
         inner.blobs.insert(digest.clone(), buf.freeze());
+        inner.blob_times.insert(digest.clone(), SystemTime::now());
         Ok(())
     }
 
     async fn upload_abort(&self, id: &UploadId) -> Result<()> {
-        self.lock().uploads.remove(id);
+        let mut inner = self.lock();
+        inner.uploads.remove(id);
+        inner.upload_times.remove(id);
         Ok(())
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadId>> {
         Ok(self.lock().uploads.keys().cloned().collect())
+    }
+
+    fn blob_info_blocking(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let inner = self.lock();
+        Ok(inner.blobs.get(digest).map(|b| BlobInfo {
+            size: b.len() as u64,
+            modified: inner.blob_times.get(digest).copied().unwrap_or(SystemTime::UNIX_EPOCH),
+        }))
+    }
+
+    fn delete_blocking(&self, digest: &Digest) -> Result<bool> {
+        let mut inner = self.lock();
+        inner.blob_times.remove(digest);
+        Ok(inner.blobs.remove(digest).is_some())
+    }
+
+    async fn blob_info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        self.blob_info_blocking(digest)
+    }
+
+    async fn upload_info(&self, id: &UploadId) -> Result<Option<BlobInfo>> {
+        let inner = self.lock();
+        Ok(inner.uploads.get(id).map(|b| BlobInfo {
+            size: b.len() as u64,
+            modified: inner.upload_times.get(id).copied().unwrap_or(SystemTime::UNIX_EPOCH),
+        }))
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>> {
+        let mut inner = self.lock();
+        let Some(bytes) = inner.blobs.remove(digest) else { return Ok(None) };
+        inner.blob_times.remove(digest);
+        inner.quarantined.push((digest.clone(), bytes));
+        Ok(Some(format!("memory quarantine #{}", inner.quarantined.len())))
     }
 }
 

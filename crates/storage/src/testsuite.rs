@@ -32,6 +32,7 @@ pub async fn run_all<S: BlobStore + ?Sized>(store: &S) {
     abort_and_unknown(store).await;
     large_blob_streams(store).await;
     delete_and_list(store).await;
+    info_and_quarantine(store).await;
 }
 
 async fn upload_commit_read<S: BlobStore + ?Sized>(store: &S) {
@@ -157,6 +158,49 @@ async fn delete_and_list<S: BlobStore + ?Sized>(store: &S) {
     assert!(store.list().await.expect("list").contains(&d));
     assert!(store.delete(&d).await.expect("delete"));
     assert!(!store.delete(&d).await.expect("delete again"));
+    assert!(!store.delete_blocking(&d).expect("blocking delete of nothing"));
     assert_eq!(store.stat(&d).await.expect("stat"), None);
     assert!(!store.list().await.expect("list").contains(&d));
+}
+
+async fn info_and_quarantine<S: BlobStore + ?Sized>(store: &S) {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let u = id("u-info");
+    store.upload_create(&u).await.expect("create");
+    let staged = store.upload_info(&u).await.expect("upload info").expect("staged");
+    assert_eq!(staged.size, 0);
+    let data = b"quarantine me".to_vec();
+    let d = Digest::sha256(&data);
+    let (n, _) = store
+        .upload_write(&u, 0, stream_of(vec![data.clone()]), Digester::new(Algorithm::Sha256))
+        .await
+        .expect("write");
+    let staged = store.upload_info(&u).await.expect("upload info").expect("staged");
+    assert_eq!(staged.size, data.len() as u64);
+    assert!(staged.modified >= before, "a fresh write has a fresh time");
+    store.upload_commit(&u, n, &d).await.expect("commit");
+    assert_eq!(store.upload_info(&u).await.expect("upload info"), None, "committed: no staging area left");
+
+    let info = store.blob_info(&d).await.expect("info").expect("stored");
+    assert_eq!(info.size, data.len() as u64);
+    assert!(
+        info.modified >= before && info.modified <= std::time::SystemTime::now() + std::time::Duration::from_secs(2)
+    );
+    assert_eq!(store.blob_info(&Digest::sha256(b"never stored")).await.expect("info"), None);
+    assert_eq!(store.blob_info_blocking(&d).expect("blocking info"), Some(info));
+    assert_eq!(store.blob_info_blocking(&Digest::sha256(b"never stored")).expect("blocking info"), None);
+
+    let place = store.quarantine(&d).await.expect("quarantine").expect("was stored");
+    assert!(!place.is_empty());
+    assert_eq!(store.stat(&d).await.expect("stat"), None, "a quarantined blob is no longer served");
+    assert!(!store.list().await.expect("list").contains(&d));
+    assert_eq!(store.quarantine(&d).await.expect("quarantine again"), None);
+
+    let u = id("u-info-2");
+    store.upload_create(&u).await.expect("create");
+    let (n, _) =
+        store.upload_write(&u, 0, stream_of(vec![data]), Digester::new(Algorithm::Sha256)).await.expect("write");
+    store.upload_commit(&u, n, &d).await.expect("commit");
+    assert!(store.delete_blocking(&d).expect("blocking delete"));
+    assert_eq!(store.stat(&d).await.expect("stat"), None);
 }

@@ -49,6 +49,11 @@ impl Server {
         self.data.as_ref().expect("managed server").path()
     }
 
+    /// The server's process id, when this test manages the process (to send it signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether this test manages the server process (and so can kill or restart it).
     pub fn managed(&self) -> bool {
         self.child.is_some()
@@ -76,6 +81,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An HTTP client for tests. reqwest is built with rustls but without a bundled crypto provider (the
+/// S3 store's https support), so the process's provider (ring, as the server's TLS) is installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// Path of the `entrepot` binary built by cargo for this test run.
