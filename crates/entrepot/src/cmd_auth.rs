@@ -17,6 +17,7 @@ use entrepot_auth::token::{KeyStore, now_unix};
 use entrepot_auth::users::Users;
 use entrepot_auth::{Action, Secret};
 use entrepot_oci::RepoName;
+use entrepot_server::time::rfc3339;
 
 use crate::config::{Config, ServeArgs};
 
@@ -210,21 +211,6 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("invalid duration `{s}`"))
 }
 
-fn fmt_time(t: u64) -> String {
-    let days = t / 86_400;
-    // Good enough for a listing: YYYY-MM-DD from days since the epoch (civil-from-days).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 pub fn robot(cmd: RobotCommand) -> Result<(), String> {
     use entrepot_auth::service::{read_robots, write_robots};
     match cmd {
@@ -261,7 +247,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
                 } else {
                     "expired"
                 };
-                let expires = r.expires_at.map_or_else(|| "never".to_string(), fmt_time);
+                let expires = r.expires_at.map_or_else(|| "never".to_string(), |t| rfc3339(t)[..10].to_string());
                 let scopes = r.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
                 println!("{:<24} {:<18} {:<10} {:<11} {scopes}", r.name, r.id, state, expires);
             }

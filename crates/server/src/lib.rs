@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod observe;
 pub mod route;
 pub mod scan_api;
-mod time;
+pub mod time;
 pub mod tls;
 
 use std::sync::Arc;
