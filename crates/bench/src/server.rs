@@ -11,6 +11,17 @@ use tokio::process::{Child, Command};
 use crate::client::Conn;
 use crate::{Result, err};
 
+/// An S3 bucket on an S3-compatible server reached over plain HTTP, with its credentials.
+#[derive(Clone, Debug)]
+pub struct S3Target {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Entrepot,
@@ -49,6 +60,12 @@ fn new_dir(kind: Kind) -> Result<tempfile::TempDir> {
 impl Server {
     /// Starts `entrepot serve` and waits for its `listening on ADDR` line.
     pub async fn start_entrepot(bin: &Path) -> Result<Server> {
+        Server::start_entrepot_with(bin, &[], &[]).await
+    }
+
+    /// Starts `entrepot serve` with extra flags and environment variables (e.g. the S3 and PostgreSQL
+    /// backends) and waits for its `listening on ADDR` line.
+    pub async fn start_entrepot_with(bin: &Path, args: &[String], envs: &[(String, String)]) -> Result<Server> {
         let dir = new_dir(Kind::Entrepot)?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
@@ -60,6 +77,8 @@ impl Server {
             .arg(&listen)
             .arg("--data-dir")
             .arg(&data)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -86,6 +105,33 @@ impl Server {
 
     /// Starts distribution's `registry serve config.yml` with the filesystem driver.
     pub async fn start_distribution(bin: &Path) -> Result<Server> {
+        let fs = |data: &Path| format!("  filesystem:\n    rootdirectory: {}\n", data.display());
+        Server::start_distribution_with(bin, fs, &[]).await
+    }
+
+    /// Starts distribution with its `s3` storage driver on `s3` (an S3-compatible server over plain
+    /// HTTP). Distribution 2.8 addresses the bucket path-style whenever `regionendpoint` is set (it has
+    /// no `forcepathstyle` key). Redirects of blob GETs to presigned URLs are turned off, so it serves
+    /// the bytes itself as Entrepôt does by default.
+    pub async fn start_distribution_s3(bin: &Path, s3: &S3Target) -> Result<Server> {
+        let section = format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n    regionendpoint: {}\n    \
+             bucket: {}\n    secure: false\n    v4auth: true\n    rootdirectory: /distribution\n  \
+             redirect:\n    disable: true\n",
+            s3.access_key, s3.secret_key, s3.region, s3.endpoint, s3.bucket
+        );
+        // The AWS SDK inside distribution panics at start when AWS_CA_BUNDLE is set and its HTTP
+        // transport is not the default one (and the endpoint is plain HTTP anyway).
+        Server::start_distribution_with(bin, move |_| section, &["AWS_CA_BUNDLE"]).await
+    }
+
+    /// Starts distribution with the `storage:` driver section that `driver(data_dir)` returns, without
+    /// the environment variables `env_remove`.
+    async fn start_distribution_with(
+        bin: &Path,
+        driver: impl FnOnce(&Path) -> String,
+        env_remove: &[&str],
+    ) -> Result<Server> {
         let dir = new_dir(Kind::Distribution)?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
@@ -100,14 +146,18 @@ impl Server {
             format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  \
+                 storage:\n  cache:\n    blobdescriptor: inmemory\n{}  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: {addr}\n",
-                data.display()
+                driver(&data)
             ),
         )?;
         let logf = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        for k in env_remove {
+            cmd.env_remove(k);
+        }
+        let child = cmd
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
@@ -135,8 +185,11 @@ impl Server {
                 return Err(err(format!("{}: GET /v2/ answered {status}", self.kind.name())));
             }
             if Instant::now() > deadline {
+                // The log goes away with the data directory: quote its end.
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: String = log.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
                 return Err(err(format!(
-                    "{} not answering on {} (log: {})",
+                    "{} not answering on {} (log: {}):\n{tail}",
                     self.kind.name(),
                     self.addr,
                     self.log.display()
@@ -206,6 +259,51 @@ pub fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
     Some(ticks / clock_ticks())
 }
 
+/// Busy CPU seconds of the whole machine since boot, all CPUs together (from `/proc/stat`: every
+/// state but idle and iowait).
+pub fn machine_busy_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else { return f64::NAN };
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / clock_ticks()
+}
+
+/// CPU seconds of the process `root` and all its live descendants (utime + stime of each), plus the
+/// CPU of the children it has already reaped (cutime + cstime): e.g. PostgreSQL's postmaster and its
+/// backends, nginx's master and its workers. 0 when `root` is gone.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    // (pid, ppid, own CPU ticks, reaped children's CPU ticks) of every process.
+    let mut procs: Vec<(u32, u32, f64, f64)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some(close) = s.rfind(')') else { continue };
+            let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            procs.push((pid, num(1) as u32, num(11) + num(12), num(13) + num(14)));
+        }
+    }
+    let mut ticks = 0.0;
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        for &(p, ppid, own, reaped) in &procs {
+            if p == pid {
+                ticks += own + if pid == root { reaped } else { 0.0 };
+            } else if ppid == pid {
+                stack.push(p);
+            }
+        }
+    }
+    ticks / clock_ticks()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +314,33 @@ mod tests {
         assert!(cpu >= 0.0);
         let s = std::fs::read_to_string("/proc/self/status").unwrap();
         assert!(status_kb(&s, "VmRSS:") > 0.0);
+    }
+
+    #[test]
+    fn tree_cpu_counts_live_and_reaped_children() {
+        let busy0 = machine_busy_seconds();
+        // A child shell that burns CPU, then sleeps until killed.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; sleep 60")
+            .spawn()
+            .expect("spawn sh");
+        let stat = format!("/proc/{}/stat", child.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while proc_cpu_seconds(&stat).unwrap_or(0.0) < 0.2 {
+            assert!(Instant::now() < deadline, "the child never used 0.2 CPU-s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let own = proc_cpu_seconds("/proc/self/stat").expect("own stat");
+        let child_cpu = proc_cpu_seconds(&stat).expect("child stat");
+        let tree = tree_cpu_seconds(std::process::id());
+        assert!(tree >= own + child_cpu, "tree {tree} < own {own} + child {child_cpu}");
+        // Once reaped, the child's time is in our cutime/cstime and still counted.
+        child.kill().expect("kill the child");
+        child.wait().expect("reap the child");
+        let tree = tree_cpu_seconds(std::process::id());
+        assert!(tree >= own + child_cpu, "after reaping: tree {tree} < own {own} + child {child_cpu}");
+        assert!(machine_busy_seconds() - busy0 >= child_cpu - 0.05, "machine busy time grew less than the child's");
+        assert_eq!(tree_cpu_seconds(u32::MAX), 0.0, "no such process");
     }
 }

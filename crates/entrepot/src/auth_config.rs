@@ -24,6 +24,11 @@
 //! algorithms = ["RS256"]
 //! ```
 //!
+//! The auth state the commands write — robot accounts (`robots.json`) and the token signing keys
+//! (`keys/`) — lives in the *auth directory*: `auth_dir` (`ENTREPOT_AUTH_DIR`, `--auth-dir`), by
+//! default `DATA_DIR/auth`. Several instances behind a load balancer point it at one shared volume, so
+//! a token signed by one instance verifies on every other and a robot created once works everywhere.
+//!
 //! Must never: turn authentication off because a part of this section is invalid (an invalid section
 //! is a start-up error).
 
@@ -68,20 +73,25 @@ pub struct AuthRuntime {
     pub realm: Option<String>,
 }
 
-/// Where robots and keys live under the data directory.
-pub fn robots_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("auth").join("robots.json")
+/// The auth directory when `auth_dir` is not set: `DATA_DIR/auth`.
+pub fn default_auth_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("auth")
 }
 
-pub fn keys_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("auth").join("keys")
+/// Where robots and keys live in the auth directory.
+pub fn robots_file(auth_dir: &Path) -> PathBuf {
+    auth_dir.join("robots.json")
+}
+
+pub fn keys_dir(auth_dir: &Path) -> PathBuf {
+    auth_dir.join("keys")
 }
 
 /// The authentication settings, or `None` when authentication is off.
 pub fn build(
     section: Option<&AuthFileConfig>,
     htpasswd: Option<&Path>,
-    data_dir: &Path,
+    auth_dir: &Path,
 ) -> Result<Option<AuthRuntime>, String> {
     if section.is_none() && htpasswd.is_none() {
         return Ok(None);
@@ -141,8 +151,8 @@ pub fn build(
             token_ttl: Duration::from_secs(token_ttl),
             refresh_ttl: Duration::from_secs(s.refresh_ttl_secs.unwrap_or(30 * 24 * 3600)),
             htpasswd: htpasswd.map(Path::to_path_buf),
-            robots_file: robots_file(data_dir),
-            keys_dir: keys_dir(data_dir),
+            robots_file: robots_file(auth_dir),
+            keys_dir: keys_dir(auth_dir),
             policy,
             external,
             rate_limit: Default::default(),

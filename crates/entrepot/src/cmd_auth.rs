@@ -65,6 +65,16 @@ pub struct DataDirArg {
     /// The registry's data directory.
     #[arg(long, env = "ENTREPOT_DATA_DIR", default_value = "./entrepot-data")]
     pub data_dir: PathBuf,
+    /// The auth directory the servers use (`auth_dir`) [default: DATA_DIR/auth].
+    #[arg(long, env = "ENTREPOT_AUTH_DIR")]
+    pub auth_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// Where robots and signing keys are: `--auth-dir`, else `DATA_DIR/auth`.
+    fn auth_dir(&self) -> PathBuf {
+        self.auth_dir.clone().unwrap_or_else(|| crate::auth_config::default_auth_dir(&self.data_dir))
+    }
 }
 
 #[derive(Args)]
@@ -215,7 +225,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
     use entrepot_auth::service::{read_robots, write_robots};
     match cmd {
         RobotCommand::Create(a) => {
-            let path = crate::auth_config::robots_file(&a.dir.data_dir);
+            let path = crate::auth_config::robots_file(&a.dir.auth_dir());
             let mut robots = read_robots(&path)?;
             let scopes = a
                 .scopes
@@ -236,7 +246,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
             println!("{}", token.expose());
         }
         RobotCommand::List(d) => {
-            let robots = read_robots(&crate::auth_config::robots_file(&d.data_dir))?;
+            let robots = read_robots(&crate::auth_config::robots_file(&d.auth_dir()))?;
             let now = now_unix();
             println!("{:<24} {:<18} {:<10} {:<11} SCOPES", "NAME", "ID", "STATE", "EXPIRES");
             for r in robots.list() {
@@ -253,7 +263,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
             }
         }
         RobotCommand::Revoke(a) => {
-            let path = crate::auth_config::robots_file(&a.dir.data_dir);
+            let path = crate::auth_config::robots_file(&a.dir.auth_dir());
             let mut robots = read_robots(&path)?;
             robots.revoke(&a.name, now_unix()).map_err(|e| e.to_string())?;
             write_robots(&path, &robots).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -286,7 +296,7 @@ pub fn explain(a: ExplainArgs) -> Result<bool, String> {
 pub fn token(cmd: TokenCommand) -> Result<(), String> {
     match cmd {
         TokenCommand::RotateKey(d) => {
-            let dir = crate::auth_config::keys_dir(&d.data_dir);
+            let dir = crate::auth_config::keys_dir(&d.auth_dir());
             let mut keys = KeyStore::open_or_create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let old = keys.active().kid().to_string();
             keys.rotate(now_unix()).map_err(|e| e.to_string())?;

@@ -45,14 +45,38 @@ pub struct ServeArgs {
     /// Turn authentication on with the users of this htpasswd file (bcrypt).
     #[arg(long, env = "ENTREPOT_HTPASSWD")]
     pub htpasswd: Option<PathBuf>,
+    /// Directory of the robot accounts and token signing keys; point every instance at one shared
+    /// directory [default: DATA_DIR/auth].
+    #[arg(long, env = "ENTREPOT_AUTH_DIR")]
+    pub auth_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes.
     #[arg(long, env = "ENTREPOT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `--tls-cert`.
     #[arg(long, env = "ENTREPOT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Blobs in an S3 bucket instead of the data directory.
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Keep the metadata in this PostgreSQL database instead of DATA_DIR/meta.db, e.g.
+    /// postgres://entrepot:secret@db:5432/registry?sslmode=require; several instances may share it.
+    #[arg(long, env = "ENTREPOT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Read-only mode, garbage collection and the retention / immutable-tag / quota rules.
+    #[command(flatten)]
+    pub lifecycle: crate::lifecycle_config::LifecycleArgs,
+    /// Security scanning: scan on push, the advisory database, SBOM referrers, the pull policy.
+    #[command(flatten)]
+    pub scan: crate::scan_config::ScanArgs,
+}
+
+/// The configuration file's keys (all optional).
+/// The `--s3-*` flags (with their `ENTREPOT_S3_*` variables), shared by `serve`, `migrate` and the
+/// maintenance commands; the file's `s3_*` keys fill what they leave out ([`Config::load`]).
+#[derive(Args, Debug, Default, Clone)]
+pub struct S3Args {
     /// Keep blobs in this S3 bucket instead of the data directory (credentials from
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; metadata stays in the data directory).
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "ENTREPOT_S3_BUCKET")]
     pub s3_bucket: Option<String>,
     /// URL of the S3-compatible server, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:8333.
@@ -73,22 +97,11 @@ pub struct ServeArgs {
     /// Bytes per multipart part, at least 5 MiB: the memory one upload write holds [default: 8388608].
     #[arg(long, env = "ENTREPOT_S3_PART_SIZE")]
     pub s3_part_size: Option<u64>,
-    /// Keep the metadata in this PostgreSQL database instead of DATA_DIR/meta.db, e.g.
-    /// postgres://entrepot:secret@db:5432/registry?sslmode=require; several instances may share it.
-    #[arg(long, env = "ENTREPOT_DATABASE_URL")]
-    pub database_url: Option<String>,
     /// PEM file of extra CA certificates to trust for an https S3 endpoint (the system's are trusted).
     #[arg(long, env = "ENTREPOT_S3_CA_BUNDLE")]
     pub s3_ca_bundle: Option<PathBuf>,
-    /// Read-only mode, garbage collection and the retention / immutable-tag / quota rules.
-    #[command(flatten)]
-    pub lifecycle: crate::lifecycle_config::LifecycleArgs,
-    /// Security scanning: scan on push, the advisory database, SBOM referrers, the pull policy.
-    #[command(flatten)]
-    pub scan: crate::scan_config::ScanArgs,
 }
 
-/// The configuration file's keys (all optional).
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
@@ -104,6 +117,7 @@ pub(crate) struct FileConfig {
     event_source: Option<String>,
     webhooks: Option<Vec<entrepot_events::WebhookConfig>>,
     htpasswd: Option<PathBuf>,
+    auth_dir: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     auth: Option<crate::auth_config::AuthFileConfig>,
@@ -194,7 +208,12 @@ impl Config {
         let data_dir =
             args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("./entrepot-data"));
         let htpasswd = args.htpasswd.clone().or(file.htpasswd.clone());
-        let auth = crate::auth_config::build(file.auth.as_ref(), htpasswd.as_deref(), &data_dir)?;
+        let auth_dir = args
+            .auth_dir
+            .clone()
+            .or(file.auth_dir.clone())
+            .unwrap_or_else(|| crate::auth_config::default_auth_dir(&data_dir));
+        let auth = crate::auth_config::build(file.auth.as_ref(), htpasswd.as_deref(), &auth_dir)?;
         let tls = match (args.tls_cert.clone().or(file.tls_cert.clone()), args.tls_key.clone().or(file.tls_key.clone()))
         {
             (Some(c), Some(k)) => Some((c, k)),
@@ -255,13 +274,14 @@ impl Config {
 /// credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (`AWS_SESSION_TOKEN`), else the file.
 fn s3_config(args: &ServeArgs, file: &FileConfig) -> Result<Option<entrepot_storage::S3Config>, String> {
     use entrepot_storage::s3::{Credentials, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};
-    let Some(bucket) = args.s3_bucket.clone().or(file.s3_bucket.clone()) else {
-        return match args.s3_endpoint.as_ref().or(file.s3_endpoint.as_ref()) {
+    let Some(bucket) = args.s3.s3_bucket.clone().or(file.s3_bucket.clone()) else {
+        return match args.s3.s3_endpoint.as_ref().or(file.s3_endpoint.as_ref()) {
             Some(_) => Err("s3_endpoint is set but s3_bucket is not: give both to keep blobs in S3".into()),
             None => Ok(None),
         };
     };
     let endpoint = args
+        .s3
         .s3_endpoint
         .clone()
         .or(file.s3_endpoint.clone())
@@ -284,17 +304,17 @@ fn s3_config(args: &ServeArgs, file: &FileConfig) -> Result<Option<entrepot_stor
             }
         },
     };
-    let part_size = args.s3_part_size.or(file.s3_part_size).unwrap_or(DEFAULT_PART_SIZE as u64);
+    let part_size = args.s3.s3_part_size.or(file.s3_part_size).unwrap_or(DEFAULT_PART_SIZE as u64);
     if part_size < MIN_PART_SIZE as u64 || part_size > 1024 * 1024 * 1024 {
         return Err(format!("s3_part_size: expected {MIN_PART_SIZE} to 1073741824 bytes, got {part_size}"));
     }
     let mut c = S3Config::new(endpoint, bucket, credentials);
-    c.region = args.s3_region.clone().or(file.s3_region.clone()).unwrap_or(c.region);
-    c.prefix = args.s3_prefix.clone().or(file.s3_prefix.clone()).unwrap_or_default();
-    c.path_style = args.s3_path_style.or(file.s3_path_style).unwrap_or(false);
-    c.redirect = args.s3_redirect.or(file.s3_redirect).unwrap_or(false);
+    c.region = args.s3.s3_region.clone().or(file.s3_region.clone()).unwrap_or(c.region);
+    c.prefix = args.s3.s3_prefix.clone().or(file.s3_prefix.clone()).unwrap_or_default();
+    c.path_style = args.s3.s3_path_style.or(file.s3_path_style).unwrap_or(false);
+    c.redirect = args.s3.s3_redirect.or(file.s3_redirect).unwrap_or(false);
     c.part_size = part_size as usize;
-    c.ca_bundle = args.s3_ca_bundle.clone().or(file.s3_ca_bundle.clone());
+    c.ca_bundle = args.s3.s3_ca_bundle.clone().or(file.s3_ca_bundle.clone());
     Ok(Some(c))
 }
 
@@ -356,6 +376,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auth_dir_file_then_flag_default_under_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, "").expect("write");
+        let path = dir.path().join("entrepot.toml");
+        let auth = |args: ServeArgs| Config::load(args).expect("load").auth.expect("auth on").settings;
+
+        std::fs::write(&path, format!("data_dir = \"/d\"\nhtpasswd = {:?}\n", htpasswd)).expect("write");
+        let s = auth(ServeArgs { config: Some(path.clone()), ..Default::default() });
+        assert_eq!((s.robots_file, s.keys_dir), (PathBuf::from("/d/auth/robots.json"), PathBuf::from("/d/auth/keys")));
+
+        std::fs::write(&path, format!("auth_dir = \"/shared/auth\"\nhtpasswd = {:?}\n", htpasswd)).expect("write");
+        let s = auth(ServeArgs { config: Some(path.clone()), ..Default::default() });
+        assert_eq!(s.robots_file, PathBuf::from("/shared/auth/robots.json"));
+        let s = auth(ServeArgs { config: Some(path), auth_dir: Some("/flag".into()), ..Default::default() });
+        assert_eq!(s.keys_dir, PathBuf::from("/flag/keys"));
+    }
+
+    #[test]
     fn precedence_file_then_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("entrepot.toml");
@@ -374,14 +413,22 @@ mod tests {
              s3_secret_access_key = \"SK\"\ns3_prefix = \"reg\"\n",
         )
         .expect("write");
-        let args = ServeArgs { config: Some(path.clone()), s3_path_style: Some(true), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            s3: S3Args { s3_path_style: Some(true), ..Default::default() },
+            ..Default::default()
+        };
         let c = Config::load(args).expect("load").s3.expect("s3 configured");
         assert_eq!((c.bucket.as_str(), c.endpoint.as_str(), c.prefix.as_str()), ("b", "http://127.0.0.1:1", "reg"));
         assert!(c.path_style && !c.redirect);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             assert_eq!(c.credentials.access_key_id, "AK");
         }
-        let args = ServeArgs { config: Some(path.clone()), s3_part_size: Some(1024), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            s3: S3Args { s3_part_size: Some(1024), ..Default::default() },
+            ..Default::default()
+        };
         assert!(Config::load(args).expect_err("tiny parts").contains("s3_part_size"));
         std::fs::write(&path, "s3_endpoint = \"http://127.0.0.1:1\"\n").expect("write");
         let err = Config::load(ServeArgs { config: Some(path.clone()), ..Default::default() }).expect_err("no bucket");

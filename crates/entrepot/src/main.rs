@@ -44,6 +44,8 @@ enum Command {
     Usage(cmd_lifecycle::MaintArgs),
     /// Re-hash every blob and check metadata against storage; `--repair` quarantines what is corrupt.
     Scrub(cmd_lifecycle::ScrubArgs),
+    /// Move an embedded registry to S3 and/or PostgreSQL: copy its blobs to the bucket, then its metadata.
+    Migrate(cmd_migrate::MigrateArgs),
     /// Copy an embedded registry's metadata (DATA_DIR/meta.db) into an empty PostgreSQL database.
     MigrateMeta(cmd_migrate::MigrateMetaArgs),
     /// Manage the users of an htpasswd file.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => exit_with(cmd_lifecycle::gc(args)),
         Command::Retention(args) => exit_with(cmd_lifecycle::retention(args)),
         Command::Usage(args) => exit_with(cmd_lifecycle::usage(args)),
+        Command::Migrate(args) => exit_with(cmd_migrate::migrate(args)),
         Command::MigrateMeta(args) => exit_with(cmd_migrate::run(args)),
         Command::Scrub(args) => match cmd_lifecycle::scrub(args) {
             Ok(true) => ExitCode::SUCCESS,
@@ -176,6 +179,9 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     spawn_upload_expiry(registry.clone());
     cmd_lifecycle::start_in_server(&registry, &config.lifecycle)?;
+    // The fleet-wide read-only switch (admin endpoint), shared through the metadata: read now, then
+    // every second. The local `read_only` setting above never writes it.
+    registry.start_read_only_refresh(entrepot_registry::policy::READ_ONLY_REFRESH).await;
     // Security scanning: scans after each push (an event sink around the installed one), the report endpoint
     // and the pull policy gate (an extension the HTTP edge finds on each request).
     let (registry, scanner) = cmd_scan::start_in_server(registry, &config)?;

@@ -316,7 +316,8 @@ async fn api_version_endpoint() {
 async fn plain_port_answers_a_tls_client_hello_with_http_400() {
     use std::io::{Read, Write};
     let api = Api::start();
-    let mut s = std::net::TcpStream::connect(&api.server.addr).expect("connect");
+    // The registry's own listener (in scale-out mode an instance's, not the load balancer's).
+    let mut s = std::net::TcpStream::connect(api.server.backend_addr()).expect("connect");
     // The start of a TLS 1.2 ClientHello record.
     s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]).expect("write");
     let mut buf = Vec::new();
@@ -612,7 +613,16 @@ async fn abandoned_upload_sessions_expire() {
         }
     }
     assert!(gone, "session still there");
-    let staged = std::fs::read_dir(api.server.data_dir().join("uploads")).expect("uploads dir").count();
+    // DATA_DIR/uploads, or in scale-out mode the uploads staged in S3. The session goes first, then its
+    // bytes (on S3 a few requests later): give those a moment.
+    let mut staged = api.server.staged_uploads();
+    for _ in 0..50 {
+        if staged == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        staged = api.server.staged_uploads();
+    }
     assert_eq!(staged, 0, "staged bytes removed with the session");
 }
 

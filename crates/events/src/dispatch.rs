@@ -6,12 +6,19 @@
 //! attempt, give it up (kept in the outbox as failed). Later deliveries of the same endpoint wait behind
 //! a failing one, so a receiver sees events in the order they happened. Redirects are not followed.
 //! The queue is polled every few seconds besides being woken by the sink, so deliveries queued by
-//! another process on the same database (a `gc` run) go out too. Never changes what it sends: the body
+//! another process on the same database (a `gc` run, another instance) go out too.
+//!
+//! Several instances on one database: a task sends an endpoint's queue only while it holds the
+//! endpoint's claim in the outbox ([`EventOutbox::try_claim`], checked again before every attempt),
+//! so one task at a time, across all instances, sends a given endpoint's deliveries — each once, in
+//! order; the others leave the endpoint alone until the holder's queue is empty (it then lets go) or
+//! the holder dies (its claim dies with it). Never changes what it sends: the body
 //! is the one stored at queuing time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use entrepot_meta::outbox::EndpointClaim;
 use entrepot_meta::{Delivery, EventOutbox};
 use entrepot_registry::Metrics;
 use entrepot_registry::metrics::DeliveryOutcome;
@@ -88,27 +95,70 @@ async fn run_endpoint(shared: Arc<Shared>, i: usize, client: reqwest::Client, me
     let ep = &shared.endpoints[i];
     let outbox: &dyn EventOutbox = shared.outbox.as_ref();
     loop {
-        let batch = match outbox.pending(&ep.name, BATCH).await {
-            Ok(b) => b,
+        // Only an endpoint with work is claimed (a claim costs a PostgreSQL connection of its own).
+        let work = match outbox.pending(&ep.name, 1).await {
+            Ok(b) => !b.is_empty(),
             Err(e) => {
                 tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the webhook outbox");
                 tokio::time::sleep(OUTBOX_RETRY).await;
                 continue;
             }
         };
-        if batch.is_empty() {
-            tokio::select! {
-                _ = shared.wakeups[i].notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+        if work {
+            match outbox.try_claim(&ep.name).await {
+                Ok(Some(claim)) => {
+                    deliver_queue(ep, &client, outbox, &metrics, &claim).await;
+                    drop(claim);
+                }
+                // Another instance is delivering this endpoint's queue; look again later, in case it
+                // stops.
+                Ok(None) => tracing::debug!(endpoint = %ep.name, "another instance delivers this endpoint"),
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.name, error = %e, "cannot claim the webhook endpoint");
+                    tokio::time::sleep(OUTBOX_RETRY).await;
+                    continue;
+                }
             }
-            continue;
+        }
+        tokio::select! {
+            _ = shared.wakeups[i].notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Sends the endpoint's queue, oldest first, while `claim` is held; returns once the queue is empty,
+/// the claim is lost or the outbox cannot be read.
+async fn deliver_queue(
+    ep: &Endpoint,
+    client: &reqwest::Client,
+    outbox: &dyn EventOutbox,
+    metrics: &Metrics,
+    claim: &EndpointClaim,
+) {
+    loop {
+        let batch = match outbox.pending(&ep.name, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the webhook outbox");
+                tokio::time::sleep(OUTBOX_RETRY).await;
+                return;
+            }
+        };
+        if batch.is_empty() {
+            return;
         }
         for d in batch {
             let wait = d.next_attempt_ms.saturating_sub(now_ms());
             if wait > 0 {
                 tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
             }
-            if !attempt(ep, &client, outbox, &metrics, &d).await {
+            if !claim.still_held().await {
+                // Another instance may have taken over: it sends from the head of the queue.
+                tracing::warn!(endpoint = %ep.name, "lost the claim on the webhook endpoint; stepping back");
+                return;
+            }
+            if !attempt(ep, client, outbox, metrics, &d).await {
                 // The head of the queue failed: everything behind it waits for its next attempt.
                 break;
             }

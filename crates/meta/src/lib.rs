@@ -1,6 +1,7 @@
 //! `MetaStore`: the source of truth for what a registry holds — repositories, which blobs each
 //! repository may serve, manifests (their exact bytes and what they reference), tags, referrers and
-//! upload sessions.
+//! upload sessions — and a few run-time settings every instance sharing it follows (the fleet-wide
+//! read-only switch).
 //!
 //! A blob's bytes live in a `BlobStore`; it becomes visible in a repository only when linked here,
 //! after its bytes are durable. Every multi-row change (a manifest with its references and tags) is one
@@ -234,4 +235,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// sharing the metadata; `None` (at once, without waiting) if another holds the lock. Held until
     /// the returned [`GcLock`] is dropped, and released by the backend if the holder dies.
     async fn try_gc_lock(&self) -> Result<Option<GcLock>>;
+
+    // --- settings shared by every instance (e.g. the fleet-wide read-only switch) ---
+    /// The value stored under `key`, if any. A small key-value facility for run-time switches that
+    /// every process sharing the metadata must see; never for registry data.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` under `key` (replacing any previous value), or deletes the key when `value` is
+    /// `None` (deleting an absent key is not an error).
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
 }

@@ -1,9 +1,9 @@
 //! Moving an embedded registry's metadata (its SQLite database) into PostgreSQL — what
-//! `entrepot migrate-meta` runs.
+//! `entrepot migrate-meta` and the metadata step of `entrepot migrate` run.
 //!
-//! Every table is copied as it is — repositories, blobs, links, manifests with their references, tags,
-//! upload sessions and the event outbox (keeping the outbox's sequence numbers, and continuing after the
-//! highest one SQLite ever gave) — from one read transaction of the source (a consistent snapshot even
+//! Every table of registry data is copied as it is — repositories, blobs, links, manifests with their
+//! references, tags, upload sessions and the event outbox (keeping the outbox's sequence numbers, and
+//! continuing after the highest one SQLite ever gave), but not the run-time `settings` (see `TABLES`) — from one read transaction of the source (a consistent snapshot even
 //! if a server still writes to it) into one transaction of the target. The target must be empty; the
 //! row counts of every table are compared before the target transaction commits, so a failed or
 //! mismatched copy leaves the target as empty as it was. Never changes the source, never touches blob
@@ -100,6 +100,12 @@ const TABLES: &[Table] = &[
         identity: true,
     },
 ];
+
+// The `settings` table (run-time switches such as the fleet-wide read-only mode) is deliberately not
+// copied: it holds the operational state of the deployment being left, not registry data. An embedded
+// registry is often put in read-only mode for the very migration; copying that switch would start the
+// new fleet refusing every write for no reason its operators can see. The target keeps its own
+// settings (normally none), and `already_migrated` / the emptiness check ignore them too.
 
 /// Rows read per batch (bounded memory whatever the registry's size).
 const BATCH: usize = 500;
@@ -207,6 +213,78 @@ fn read_source(path: &Path, tx: tokio::sync::mpsc::Sender<Result<Msg>>) {
     if let Err(e) = result {
         let _ = tx.blocking_send(Err(e));
     }
+}
+
+/// Refuses (with [`MetaError::Precondition`]) when another connection has the SQLite database at
+/// `sqlite` open — a running `entrepot serve` keeps it open for as long as it runs. Tries to take
+/// SQLite's exclusive lock without waiting and gives it back at once; changes nothing.
+pub fn ensure_not_in_use(sqlite: &Path) -> Result<()> {
+    let conn = rusqlite::Connection::open_with_flags(sqlite, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    // In WAL mode every open connection holds a shared lock on the database: an exclusive
+    // locking-mode transaction succeeds only if nobody else has it open.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    match conn.execute_batch("BEGIN EXCLUSIVE; ROLLBACK;") {
+        Ok(()) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+        {
+            Err(MetaError::Precondition(format!(
+                "{} is in use by another process (is `entrepot serve` still running on this data directory?): \
+                 stop it first",
+                sqlite.display()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `target` already holds exactly what [`sqlite_to_postgres`] would copy from `sqlite`, judged
+/// by the row count of every table: `Ok(None)` when the target is empty (nothing migrated yet),
+/// `Ok(Some(counts))` when every count matches (a completed earlier migration, so there is nothing to
+/// do), and [`MetaError::Precondition`] when the target holds other data (written since, or another
+/// registry's). Reads only.
+pub async fn already_migrated(sqlite: &Path, target: &PgMetaStore) -> Result<Option<MigrationReport>> {
+    // Brings an older database's schema up to date first, as the copy would, so every table exists.
+    drop(SqliteMetaStore::open(sqlite).await?);
+    let path = sqlite.to_path_buf();
+    let source: Vec<u64> = tokio::task::spawn_blocking(move || -> Result<Vec<u64>> {
+        let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let tx = conn.unchecked_transaction()?;
+        let mut counts = Vec::new();
+        for t in TABLES {
+            let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {}", t.name), [], |r| r.get(0))?;
+            counts.push(n.max(0) as u64);
+        }
+        Ok(counts)
+    })
+    .await
+    .map_err(|e| MetaError::Db(e.to_string()))??;
+    let c = target.conn().await?;
+    let mut report = MigrationReport::default();
+    let mut mismatch = Vec::new();
+    let mut empty = true;
+    for (t, n) in TABLES.iter().zip(source) {
+        let there: i64 = c.client.query_one(&format!("SELECT COUNT(*) FROM {}", t.name), &[]).await?.try_get(0)?;
+        let there = there.max(0) as u64;
+        empty &= there == 0;
+        if there != n {
+            mismatch.push(format!("{}: {n} in the source, {there} in the target", t.name));
+        }
+        report.tables.push((t.name, n));
+    }
+    if empty {
+        return Ok(None);
+    }
+    if !mismatch.is_empty() {
+        return Err(MetaError::Precondition(format!(
+            "the target database already holds registry metadata that differs from {} ({}); nothing was \
+             changed — migrate into an empty database",
+            sqlite.display(),
+            mismatch.join(", ")
+        )));
+    }
+    Ok(Some(report))
 }
 
 /// Copies the metadata of the SQLite database at `sqlite` into `target`, which must hold no registry

@@ -7,6 +7,13 @@
 //! removed) or given up after its last attempt (the row stays, *failed*, for an operator to inspect).
 //! The body is stored exactly as it will be sent, so every retry sends the same bytes and signature.
 //!
+//! Several instances share one outbox (PostgreSQL): before delivering an endpoint's queue, a worker
+//! takes the endpoint's *claim* ([`EventOutbox::try_claim`]), held by one holder at a time across
+//! every store on the same database and released when dropped or when its holder dies. So one
+//! worker at a time sends an endpoint's deliveries, in `seq` order, and two instances never send the
+//! same delivery at the same time. SQLite (one instance) implements it with a lock file beside the
+//! database, with the same semantics.
+//!
 //! A separate trait from `MetaStore` on purpose: the registry's metadata operations do not change, and
 //! a backend adds the outbox by implementing this and passing [`testsuite::run_all`]. This module never
 //! knows what is inside a body nor how it is delivered.
@@ -71,6 +78,61 @@ pub trait EventOutbox: Send + Sync + 'static {
     /// Endpoints that have pending deliveries (to notice those no longer configured).
     async fn pending_endpoints(&self) -> Result<Vec<String>>;
     async fn counts(&self) -> Result<OutboxCounts>;
+    /// Takes the right to deliver `endpoint`'s queue, without waiting: `None` if another holder (this
+    /// store or another on the same database, in this process or another) has it. Released when the
+    /// returned claim is dropped, or by the database when the holder's process dies. A worker checks
+    /// [`EndpointClaim::still_held`] before each attempt.
+    async fn try_claim(&self, endpoint: &str) -> Result<Option<EndpointClaim>>;
+}
+
+/// What keeps an [`EndpointClaim`] held (a lock file, a database session).
+#[async_trait]
+pub trait ClaimHold: Send + Sync + 'static {
+    /// Whether the claim is still held: `false` once it may have been lost (the database session
+    /// holding it closed), after which another holder may take it.
+    async fn still_held(&self) -> bool;
+}
+
+/// The right to deliver one endpoint's queue ([`EventOutbox::try_claim`]); released when dropped.
+pub struct EndpointClaim {
+    held: Box<dyn ClaimHold>,
+}
+
+impl EndpointClaim {
+    pub fn new(held: impl ClaimHold) -> EndpointClaim {
+        EndpointClaim { held: Box::new(held) }
+    }
+
+    /// See [`ClaimHold::still_held`].
+    pub async fn still_held(&self) -> bool {
+        self.held.still_held().await
+    }
+}
+
+impl std::fmt::Debug for EndpointClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointClaim")
+    }
+}
+
+/// 64-bit FNV-1a of an endpoint name: names the lock of its claim (the same in every version).
+pub(crate) fn claim_key(endpoint: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in endpoint.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// An exclusive `flock` on a file: held until the file is closed.
+struct FileClaim(#[allow(dead_code)] std::fs::File);
+
+#[async_trait]
+impl ClaimHold for FileClaim {
+    async fn still_held(&self) -> bool {
+        true
+    }
 }
 
 /// The outbox table of the SQLite backend (applied with the rest of the schema).
@@ -207,6 +269,32 @@ impl EventOutbox for SqliteMetaStore {
         })
         .await
     }
+
+    async fn try_claim(&self, endpoint: &str) -> Result<Option<EndpointClaim>> {
+        // `meta.db.webhook-<hash>.lock`: an exclusive lock on a file beside the database, per endpoint,
+        // like the garbage collection lock; the kernel releases it if the holder dies.
+        let db = self
+            .read(|c| c.path().map(str::to_string).ok_or_else(|| MetaError::Db("the database has no file".into())))
+            .await?;
+        let name = format!("{db}.webhook-{:016x}.lock", claim_key(endpoint));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&name)
+                .map_err(|e| MetaError::Db(format!("cannot open the webhook claim file: {e}")))?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(EndpointClaim::new(FileClaim(file)))),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(MetaError::Db(format!("cannot lock the webhook claim file: {e}")))
+                }
+            }
+        })
+        .await
+        .map_err(|e| MetaError::Db(e.to_string()))?
+    }
 }
 
 /// The conformance suite every [`EventOutbox`] backend must pass, starting from an empty outbox.
@@ -280,6 +368,24 @@ pub mod testsuite {
         assert!(store.delivered(b[0].seq).await.expect("delivered"));
         assert!(store.pending_endpoints().await.expect("endpoints").is_empty());
         assert_eq!(store.counts().await.expect("counts"), OutboxCounts { pending: 0, failed: 1 });
+
+        // Claims: one holder at a time per endpoint, even within one store.
+        claims(store, store).await;
+    }
+
+    /// The claim checks, with `a` and `b` two stores on the same database (or the same store twice):
+    /// one holder at a time per endpoint, endpoints independent, released on drop.
+    pub async fn claims<A: EventOutbox + ?Sized, B: EventOutbox + ?Sized>(a: &A, b: &B) {
+        let held = a.try_claim("a").await.expect("claim").expect("a free endpoint is claimed");
+        assert!(held.still_held().await);
+        assert!(b.try_claim("a").await.expect("claim").is_none(), "a held endpoint is not claimed again");
+        assert!(a.try_claim("a").await.expect("claim").is_none(), "not even by its own holder's store");
+        let other = b.try_claim("b").await.expect("claim").expect("another endpoint is independent");
+        drop(held);
+        let again = b.try_claim("a").await.expect("claim").expect("a released endpoint is claimed");
+        assert!(a.try_claim("a").await.expect("claim").is_none());
+        drop((again, other));
+        assert!(a.try_claim("b").await.expect("claim").is_some());
     }
 }
 
@@ -292,6 +398,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("open");
         testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn claims_across_two_stores_on_one_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("open");
+        let b = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("open again");
+        testsuite::claims(&a, &b).await;
     }
 
     #[tokio::test]

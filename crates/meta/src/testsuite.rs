@@ -38,6 +38,23 @@ pub async fn run_all<S: MetaStore + ?Sized>(store: &S) {
     uploads(store).await;
     lifecycle(store).await;
     gc_lock(store).await;
+    settings(store).await;
+}
+
+/// Settings: absent until set, replaced by a second set, removed by `None` (twice is fine), each key
+/// on its own.
+async fn settings<S: MetaStore + ?Sized>(store: &S) {
+    assert_eq!(store.setting("read_only").await.expect("get"), None, "no setting in a fresh store");
+    store.set_setting("read_only", Some("true")).await.expect("set");
+    store.set_setting("other", Some("x")).await.expect("set other");
+    assert_eq!(store.setting("read_only").await.expect("get").as_deref(), Some("true"));
+    store.set_setting("read_only", Some("false")).await.expect("replace");
+    assert_eq!(store.setting("read_only").await.expect("get").as_deref(), Some("false"), "a set replaces");
+    store.set_setting("read_only", None).await.expect("delete");
+    assert_eq!(store.setting("read_only").await.expect("get"), None, "None deletes");
+    store.set_setting("read_only", None).await.expect("deleting an absent key is fine");
+    assert_eq!(store.setting("other").await.expect("get").as_deref(), Some("x"), "keys are independent");
+    store.set_setting("other", None).await.expect("clean up");
 }
 
 /// One garbage collector at a time: a second attempt fails at once while the lock is held, and

@@ -78,7 +78,7 @@ async fn migrations_apply_once_when_instances_start_together() {
     }
     assert_eq!(
         pg.psql(&name, "SELECT string_agg(version::text, ',' ORDER BY version) FROM entrepot_schema").trim(),
-        "1"
+        "1,2"
     );
     // Starting again changes nothing, and the data stays.
     let store = PgMetaStore::connect(&url).await.expect("restart");
@@ -341,6 +341,7 @@ async fn embedded_metadata_moves_to_postgres() {
     assert!(src.delivered(queued[2].seq).await.expect("delivered"), "the newest is delivered: its seq stays used");
     assert!(src.give_up(queued[1].seq, 5, "HTTP 500").await.expect("give up"));
     let usage_before = src.all_usage().await.expect("usage");
+    src.set_setting("read_only", Some("true")).await.expect("the embedded registry is read-only");
     drop(src);
 
     let pg = PgServer::start();
@@ -355,6 +356,8 @@ async fn embedded_metadata_moves_to_postgres() {
     assert_eq!(report.count("tags"), 2);
     assert_eq!(report.count("uploads"), 1);
     assert_eq!(report.count("event_outbox"), 2);
+    // Run-time settings (the read-only switch of the registry being left) are deliberately not copied.
+    assert_eq!(dst.setting("read_only").await.expect("setting"), None);
 
     // Everything reads back through the PostgreSQL store as it was.
     assert_eq!(dst.all_usage().await.expect("usage"), usage_before);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use entrepot_meta::{MetaStore, SqliteMetaStore};
@@ -255,10 +255,13 @@ async fn pushes_racing_collections_never_lose_a_blob() {
     let e = env().await;
     let (other, _, _) = open(e.dir.path()).await;
     let stop = Arc::new(AtomicBool::new(false));
+    // Collections finished so far: the pushers go on until several overlapped them, however fast the
+    // pushes are on this machine.
+    let gc_runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let grace = Duration::from_secs(2);
     let mut collectors = Vec::new();
     for (i, reg) in [e.reg.clone(), other.clone()].into_iter().enumerate() {
-        let stop = stop.clone();
+        let (stop, gc_runs) = (stop.clone(), gc_runs.clone());
         collectors.push(tokio::spawn(async move {
             let mut runs = 0u32;
             let mut reclaimed = 0u64;
@@ -266,6 +269,7 @@ async fn pushes_racing_collections_never_lose_a_blob() {
                 let opts = GcOptions { grace, delete_untagged: i == 0, apply_retention: false, dry_run: false };
                 let r = reg.collect_garbage(&opts, &NoProgress).await.expect("gc while pushing");
                 runs += 1;
+                gc_runs.fetch_add(1, Ordering::SeqCst);
                 reclaimed += r.blobs;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -277,13 +281,15 @@ async fn pushes_racing_collections_never_lose_a_blob() {
     let mut pushers = Vec::new();
     for w in 0..6usize {
         let reg = if w % 2 == 0 { e.reg.clone() } else { other.clone() };
-        let shared = shared.clone();
+        let (shared, gc_runs) = (shared.clone(), gc_runs.clone());
         pushers.push(tokio::spawn(async move {
             let r = repo(&format!("race/w{w}"));
             let mut ok: Vec<(RepoName, String, Digest)> = Vec::new();
             let mut refused = 0u32;
-            for i in 0..14usize {
-                let t = if i % 3 == 0 { "latest".to_string() } else { format!("t{i}") };
+            let mut i = 0usize;
+            while i < 14 || (gc_runs.load(Ordering::SeqCst) < 6 && i < 400) {
+                i += 1;
+                let t = if i.is_multiple_of(3) { "latest".to_string() } else { format!("t{i}") };
                 let attempt: crate::Result<(Digest, usize)> = async {
                     // The shared base: mounted from the neighbour when it has it, else uploaded.
                     let base = Digest::sha256(&shared);
@@ -590,4 +596,33 @@ async fn scrub_finds_and_quarantines_corruption() {
     assert_eq!(Digest::sha256(&good), ds[1]);
     push_blob(&e.reg, &r, &good).await.expect("re-push");
     assert_eq!(e.reg.blob_size(&r, &ds[1]).await.expect("linked again"), good.len() as u64);
+}
+
+/// The start-up sweep removes staging no session owns only once it is old: a fresh one may belong to an
+/// upload another instance is creating right now (staging and session are created concurrently).
+#[tokio::test]
+async fn start_up_sweep_keeps_recent_orphan_staging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).expect("blobs");
+    let meta = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("meta");
+    let reg = Registry::new(Arc::new(blobs.clone()), Arc::new(meta), RegistryConfig::default());
+    let r = repo("up/app");
+    let owned = reg.start_upload(&r, Algorithm::Sha256).await.expect("start");
+    let fresh = entrepot_oci::UploadId::parse("fresh-orphan").expect("id");
+    let old = entrepot_oci::UploadId::parse("old-orphan").expect("id");
+    blobs.upload_create(&fresh).await.expect("fresh");
+    blobs.upload_create(&old).await.expect("old");
+    let backdated = SystemTime::now() - crate::uploads::ORPHAN_MIN_AGE - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("uploads").join("old-orphan"))
+        .and_then(|f| f.set_modified(backdated))
+        .expect("backdate the old staging");
+    assert_eq!(reg.remove_orphan_uploads().await.expect("sweep"), 1);
+    let mut left: Vec<String> =
+        blobs.list_uploads().await.expect("uploads").iter().map(|u| u.as_str().to_string()).collect();
+    left.sort();
+    let mut want = vec!["fresh-orphan".to_string(), owned.id.as_str().to_string()];
+    want.sort();
+    assert_eq!(left, want);
 }

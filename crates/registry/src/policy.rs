@@ -8,9 +8,16 @@
 //! - quotas: among `scope = "each"` rules the most specific wins and counts the repository alone;
 //!   every matching `scope = "total"` rule also applies, counting all the repositories it matches.
 //!
-//! The hot path stays cheap: the read-only flag is an atomic load, the rules are behind an `Arc`
-//! swapped as a whole, and nothing here reads the metadata store on a blob GET or HEAD. Must never
-//! block a read because of a rule.
+//! Read-only mode has two sources, and is on when either is: the *local* flag of this process (the
+//! `read_only` configuration key, SIGUSR1 / SIGUSR2) and the *fleet* flag, a setting in the metadata
+//! store that every instance sharing it follows ([`Registry::set_read_only_fleet`] writes it, the
+//! refresher started by [`Registry::start_read_only_refresh`] reads it at most every second). The
+//! local flag never writes the fleet setting, so an instance restarting with `read_only = false` cannot
+//! switch the fleet back to writable.
+//!
+//! The hot path stays cheap: the read-only check is two atomic loads, the rules are behind an `Arc`
+//! swapped as a whole, and nothing here reads the metadata store on a request (only the refresher
+//! does, in the background). Must never block a read because of a rule.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,21 +302,102 @@ impl Policies {
     }
 }
 
+/// The metadata setting holding the fleet-wide read-only switch (`"true"` when on, absent when off).
+pub const READ_ONLY_SETTING: &str = "read_only";
+
+/// How often [`Registry::start_read_only_refresh`] reads the fleet flag in `entrepot serve`.
+pub const READ_ONLY_REFRESH: Duration = Duration::from_secs(1);
+
 /// The run-time switches of a registry, shared by its clones.
 #[derive(Default)]
 pub(crate) struct LifecycleState {
+    /// This process only: configuration and signals.
     read_only: AtomicBool,
+    /// Every instance sharing the metadata store: the last value read from (or written to) it.
+    fleet_read_only: AtomicBool,
+    /// Orders a refresh and a switch of the fleet flag in this process, so that a refresh that read the
+    /// store before a switch cannot store its stale value after it.
+    fleet_sync: tokio::sync::Mutex<()>,
     policies: RwLock<Arc<Policies>>,
 }
 
 impl Registry {
-    /// Turns read-only maintenance mode on or off (effective for the next request).
+    /// Turns this process's read-only maintenance mode on or off (effective for the next request); the
+    /// fleet flag is left as it is (see [`Registry::set_read_only_fleet`]).
     pub fn set_read_only(&self, on: bool) {
         self.lifecycle.read_only.store(on, Ordering::SeqCst);
     }
 
+    /// Whether writes are refused: the local flag or the fleet flag.
     pub fn is_read_only(&self) -> bool {
+        self.is_read_only_local() || self.is_read_only_fleet()
+    }
+
+    /// The local flag (configuration, signals, [`Registry::set_read_only`]).
+    pub fn is_read_only_local(&self) -> bool {
         self.lifecycle.read_only.load(Ordering::SeqCst)
+    }
+
+    /// The fleet flag as last read from the metadata store (or written by this process).
+    pub fn is_read_only_fleet(&self) -> bool {
+        self.lifecycle.fleet_read_only.load(Ordering::SeqCst)
+    }
+
+    /// Switches read-only mode for every instance sharing the metadata store: writes the setting (it
+    /// persists across restarts until switched off), then this process's fleet flag at once; the other
+    /// instances follow at their next refresh. Switching off also clears this process's local flag, so
+    /// that the answer is "writable" here.
+    pub async fn set_read_only_fleet(&self, on: bool) -> Result<()> {
+        let _sync = self.lifecycle.fleet_sync.lock().await;
+        self.meta.set_setting(READ_ONLY_SETTING, on.then_some("true")).await?;
+        self.lifecycle.fleet_read_only.store(on, Ordering::SeqCst);
+        if !on {
+            self.set_read_only(false);
+        }
+        Ok(())
+    }
+
+    /// Reads the fleet flag from the metadata store into this process; returns it. On an error the
+    /// previous value stays.
+    pub async fn refresh_read_only(&self) -> Result<bool> {
+        let _sync = self.lifecycle.fleet_sync.lock().await;
+        let on = self.meta.setting(READ_ONLY_SETTING).await?.is_some_and(|v| v == "true");
+        let was = self.lifecycle.fleet_read_only.swap(on, Ordering::SeqCst);
+        if was != on {
+            tracing::warn!(read_only = on, "fleet-wide read-only maintenance mode switched (seen in the metadata)");
+        }
+        Ok(on)
+    }
+
+    /// Reads the fleet flag once now (so that a restarting instance refuses writes from its first
+    /// request if the fleet is read-only), then every `every` in a background task, which runs until
+    /// the runtime stops. Only reads the setting: never writes it.
+    pub async fn start_read_only_refresh(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        if let Err(e) = self.refresh_read_only().await {
+            tracing::warn!(error = %e, "cannot read the fleet-wide read-only switch; will retry");
+        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                match registry.refresh_read_only().await {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("the fleet-wide read-only switch can be read again");
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the fleet-wide read-only switch; keeping the last value");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 
     /// Replaces the lifecycle rules (after [`Policies::validate`]).
@@ -460,6 +548,79 @@ mod tests {
         assert_eq!(q[1].scope, QuotaScope::Total);
         let q = p.quotas_for(&repo("solo"));
         assert_eq!((q.len(), q[0].max_bytes), (1, Some(ByteSize(1 << 30))));
+    }
+
+    /// Two registries on one SQLite database, each with its own connections (as two processes): the
+    /// fleet switch written by one is seen by the other after a refresh, persists for a registry
+    /// opened later, and is never written by the local flag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fleet_read_only_switch_is_shared_through_the_metadata() {
+        use entrepot_meta::{MetaStore, SqliteMetaStore};
+        use entrepot_oci::Algorithm;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || async {
+            let blobs = entrepot_storage::FsBlobStore::open(dir.path()).expect("blobs");
+            let meta = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("meta");
+            Registry::new(Arc::new(blobs), Arc::new(meta), crate::RegistryConfig::default())
+        };
+        let (a, b) = (open().await, open().await);
+        let r = RepoName::parse("fleet/app").expect("repo");
+        let writable = |reg: &Registry| {
+            let (reg, r) = (reg.clone(), r.clone());
+            async move {
+                match reg.start_upload(&r, Algorithm::Sha256).await {
+                    Ok(_) => true,
+                    Err(RegistryError::Denied(d)) if *d == Denied::ReadOnly => false,
+                    Err(e) => panic!("unexpected error: {e:?}"),
+                }
+            }
+        };
+        let refresher = b.start_read_only_refresh(Duration::from_millis(20)).await;
+        assert!(writable(&a).await && writable(&b).await);
+
+        // A switches the fleet: at once on A, within a few refreshes on B.
+        a.set_read_only_fleet(true).await.expect("switch on");
+        assert!(a.is_read_only() && a.is_read_only_fleet() && !a.is_read_only_local());
+        assert!(!writable(&a).await, "the writer is read-only at once");
+        let mut seen = false;
+        for _ in 0..100 {
+            if b.is_read_only() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen, "B sees the fleet flag after its refresh");
+        assert!(b.is_read_only_fleet() && !b.is_read_only_local());
+        assert!(!writable(&b).await, "B refuses writes");
+
+        // The local flag never writes the setting: an instance (re)started with `read_only = false`
+        // stays read-only, from its first request.
+        b.set_read_only(false);
+        assert!(!writable(&b).await, "clearing the local flag does not clear the fleet flag");
+        let c = open().await;
+        c.set_read_only(false);
+        let c_refresher = c.start_read_only_refresh(Duration::from_secs(3600)).await;
+        assert!(!writable(&c).await, "a registry opened later is read-only at once (the switch persists)");
+        let stored = SqliteMetaStore::open(&dir.path().join("meta.db")).await.expect("meta");
+        assert_eq!(stored.setting(READ_ONLY_SETTING).await.expect("setting").as_deref(), Some("true"));
+
+        // Switching off (from B, whose local flag is also on) clears both flags there, and the fleet.
+        b.set_read_only(true);
+        b.set_read_only_fleet(false).await.expect("switch off");
+        assert!(!b.is_read_only() && !b.is_read_only_local() && !b.is_read_only_fleet());
+        assert!(writable(&b).await);
+        assert!(!a.refresh_read_only().await.expect("refresh"), "A reads the switch off");
+        assert!(writable(&a).await);
+        assert_eq!(stored.setting(READ_ONLY_SETTING).await.expect("setting"), None, "off deletes the setting");
+
+        // The local flag stays local.
+        a.set_read_only(true);
+        assert!(!writable(&a).await);
+        assert!(!b.refresh_read_only().await.expect("refresh") && writable(&b).await, "B is not affected");
+        refresher.abort();
+        c_refresher.abort();
     }
 
     #[test]

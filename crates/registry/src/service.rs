@@ -111,6 +111,13 @@ impl Registry {
     /// against the size from [`Registry::blob_size`].
     pub async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         self.blob_size(repo, digest).await?;
+        self.read_sized_blob(digest, range).await
+    }
+
+    /// [`Registry::read_blob`] for a caller that has just checked with [`Registry::blob_size`] that the
+    /// blob is readable in the repository (and resolved the range against that size): the bytes only,
+    /// without asking the metadata store again.
+    pub async fn read_sized_blob(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream> {
         match self.blobs.read(digest, range).await {
             Ok(s) => Ok(s),
             Err(entrepot_storage::StorageError::NotFound) => Err(RegistryError::BlobUnknown(digest.clone())),

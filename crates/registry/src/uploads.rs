@@ -17,6 +17,9 @@ use futures_util::StreamExt;
 use crate::error::{RegistryError, Result};
 use crate::service::Registry;
 
+/// How old staged bytes without a session must be before the start-up sweep removes them.
+pub const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -76,7 +79,6 @@ impl Registry {
         self.check_quota(repo, 1, 0).await?;
         let id = UploadId::parse(&uuid::Uuid::new_v4().to_string())
             .ok_or_else(|| RegistryError::UploadInvalid("generated an invalid upload id".into()))?;
-        self.blobs.upload_create(&id).await?;
         let t = now();
         let session = UploadSession {
             id: id.clone(),
@@ -87,8 +89,22 @@ impl Registry {
             created_at: t,
             updated_at: t,
         };
-        self.meta.create_upload(&session).await?;
-        Ok(UploadStatus { id, repo: repo.clone(), offset: 0 })
+        // The staging area and the session row are independent: make both at once, and undo the one
+        // that succeeded if the other failed (an id is fresh, so nobody else can be using either).
+        let (staged, recorded) = tokio::join!(self.blobs.upload_create(&id), self.meta.create_upload(&session));
+        match (staged, recorded) {
+            (Ok(()), Ok(())) => Ok(UploadStatus { id, repo: repo.clone(), offset: 0 }),
+            (Err(e), recorded) => {
+                if recorded.is_ok() {
+                    let _ = self.meta.delete_upload(&id).await;
+                }
+                Err(e.into())
+            }
+            (Ok(()), Err(e)) => {
+                let _ = self.blobs.upload_abort(&id).await;
+                Err(e.into())
+            }
+        }
     }
 
     /// Where an upload stands.
@@ -114,19 +130,20 @@ impl Registry {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let session = self.session(repo, id).await?;
-        let offset = self.append(&session, range, content_length, body).await?;
+        let (offset, _) = self.append(&session, range, content_length, body).await?;
         Ok(UploadStatus { id: id.clone(), repo: repo.clone(), offset })
     }
 
     /// Writes `body` at the session's offset, checks it against `range` / `content_length`, and
-    /// records the new offset and hash state. Returns the new offset.
+    /// records the new offset and hash state. Returns the new offset and the hasher that has seen
+    /// every byte up to it (the state just recorded).
     async fn append(
         &self,
         session: &UploadSession,
         range: Option<ContentRange>,
         content_length: Option<u64>,
         body: ByteStream,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Digester)> {
         if let Some(r) = range {
             if r.start != session.offset {
                 return Err(RegistryError::ChunkOutOfOrder { offset: session.offset });
@@ -157,7 +174,7 @@ impl Registry {
         if written > 0 && !self.meta.advance_upload(&session.id, session.offset, offset, &hasher.save(), now()).await? {
             return Err(RegistryError::UploadInvalid("upload was changed concurrently; check its status".into()));
         }
-        Ok(offset)
+        Ok((offset, hasher))
     }
 
     /// Completes an upload: appends the optional last chunk, verifies the digest, makes the blob
@@ -182,16 +199,18 @@ impl Registry {
                 digest.algorithm()
             )));
         }
-        if let Some(body) = body {
-            session.offset = self.append(&session, range, content_length, body).await?;
-            session.hash_state = match self.meta.get_upload(id).await? {
-                Some(s) => s.hash_state,
-                None => return Err(RegistryError::UploadUnknown),
-            };
-        }
-        let actual = Digester::restore(session.algorithm, &session.hash_state)
-            .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))?
-            .finish();
+        // The hasher that has seen every staged byte: the one the last chunk went through (its state
+        // is what `append` just recorded), else the session's saved state.
+        let hasher = match body {
+            Some(body) => {
+                let (offset, hasher) = self.append(&session, range, content_length, body).await?;
+                session.offset = offset;
+                hasher
+            }
+            None => Digester::restore(session.algorithm, &session.hash_state)
+                .ok_or_else(|| RegistryError::UploadInvalid("stored hash state is unreadable".into()))?,
+        };
+        let actual = hasher.finish();
         if &actual != digest {
             self.discard(id).await?;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
@@ -268,11 +287,18 @@ impl Registry {
     }
 
     /// Removes staged bytes that no session owns (left by a crash between the two). Call at start-up,
-    /// before serving.
+    /// before serving. Staging written within [`ORPHAN_MIN_AGE`] is left alone: with several instances
+    /// on shared storage, another instance may be between creating an upload's staging and recording its
+    /// session (the two run concurrently); garbage collection sweeps what is really orphaned later.
     pub async fn remove_orphan_uploads(&self) -> Result<usize> {
         let mut removed = 0;
+        let cutoff = SystemTime::now().checked_sub(ORPHAN_MIN_AGE).unwrap_or(UNIX_EPOCH);
         for id in self.blobs.list_uploads().await? {
-            if self.meta.get_upload(&id).await?.is_none() {
+            let old_enough = match self.blobs.upload_info(&id).await? {
+                Some(info) => info.modified < cutoff,
+                None => false,
+            };
+            if old_enough && self.meta.get_upload(&id).await?.is_none() {
                 self.blobs.upload_abort(&id).await?;
                 removed += 1;
             }

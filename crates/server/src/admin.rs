@@ -1,5 +1,8 @@
 //! Operator endpoints outside the distribution API: `GET|PUT /_entrepot/admin/read-only` shows or
-//! switches the read-only maintenance mode (`{"read_only": true}`) while the server runs.
+//! switches the read-only maintenance mode while the server runs. PUT `{"read_only": true|false}`
+//! switches it for every instance sharing the metadata store, persistently (the fleet flag; switching
+//! off also clears this process's local flag). Both answer `{"read_only": effective, "local": ..,
+//! "fleet": ..}`, where `local` is this process's flag (configuration, signals).
 //!
 //! With authentication on, only admins may use them; with it off, only clients on the loopback
 //! interface. Must never: change anything for a caller that is neither.
@@ -57,13 +60,17 @@ async fn read_only_inner(
             let on = v["read_only"]
                 .as_bool()
                 .ok_or_else(|| ApiError::bad_request(ErrorCode::Unsupported, "expected {\"read_only\": true|false}"))?;
-            registry.set_read_only(on);
-            tracing::warn!(read_only = on, "read-only mode switched through the admin endpoint");
+            registry.set_read_only_fleet(on).await?;
+            tracing::warn!(read_only = on, "fleet-wide read-only mode switched through the admin endpoint");
         }
         _ => return Err(ApiError::method_not_allowed()),
     }
-    let mut r =
-        (StatusCode::OK, serde_json::json!({ "read_only": registry.is_read_only() }).to_string()).into_response();
+    let state = serde_json::json!({
+        "read_only": registry.is_read_only(),
+        "local": registry.is_read_only_local(),
+        "fleet": registry.is_read_only_fleet(),
+    });
+    let mut r = (StatusCode::OK, state.to_string()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
 }

@@ -240,7 +240,8 @@ async fn get_blob(registry: &Registry, repo: &RepoName, digest: &Digest, head: b
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.len),
         None => (StatusCode::OK, size),
     };
-    let body = if head { Body::empty() } else { Body::from_stream(registry.read_blob(repo, digest, range).await?) };
+    // `blob_size` above checked that the blob is readable in `repo`.
+    let body = if head { Body::empty() } else { Body::from_stream(registry.read_sized_blob(digest, range).await?) };
     let mut resp = empty(status, "application/octet-stream", body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));

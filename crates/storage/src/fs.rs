@@ -1,9 +1,10 @@
 //! The local filesystem backend: blobs under `<root>/blobs/<algorithm>/<2 hex>/<hex>`, uploads staged
 //! under `<root>/uploads/<id>`.
 //!
-//! A commit fsyncs the staged file, renames it into place and fsyncs the directory, so a crash leaves
-//! either the whole blob or none of it. Paths are only ever built from a validated `Digest` or
-//! `UploadId`; nothing else reaches the filesystem.
+//! A commit fsyncs the staged file (`fdatasync`: its bytes and size), renames it into place and fsyncs
+//! the directory, so a crash leaves either the whole blob or none of it. The 256 sha256 prefix
+//! directories are created (durably) when the store opens, so a commit creates no directory. Paths
+//! are only ever built from a validated `Digest` or `UploadId`; nothing else reaches the filesystem.
 //!
 //! An upload write copies the received chunks into [`IO_CHUNK`] batches (buffers recycled through a
 //! small store-wide pool) and hands each batch, shared, to two blocking threads that live for the
@@ -44,8 +45,12 @@ impl FsBlobStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<FsBlobStore> {
         let root = root.into();
-        fs::create_dir_all(root.join("blobs"))?;
-        fs::create_dir_all(root.join("uploads"))?;
+        create_dirs_durably(&root.join("blobs"))?;
+        create_dirs_durably(&root.join("uploads"))?;
+        // The 256 prefix directories of sha256 blobs exist from the start, so a commit never creates a
+        // directory (an inode allocation and two more fsyncs) while a client waits. Best effort (a
+        // read-only data directory still opens): a commit creates a missing one itself.
+        let _ = create_prefix_dirs(&root.join("blobs").join(Algorithm::Sha256.as_str()));
         Ok(FsBlobStore { root: Arc::new(root), buffers: Arc::default() })
     }
 
@@ -78,6 +83,48 @@ fn info(path: &Path) -> io::Result<BlobInfo> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all`, then fsyncs the parent of every directory it created, so that the new
+/// directories survive a power cut (a blob renamed into a directory whose own entry was lost would be
+/// lost with it).
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates (durably) the 256 two-hex-digit prefix directories under `dir` that do not exist yet.
+fn create_prefix_dirs(dir: &Path) -> io::Result<()> {
+    create_dirs_durably(dir)?;
+    let mut created = false;
+    for i in 0..=255u8 {
+        match fs::create_dir(dir.join(format!("{i:02x}"))) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if created {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Runs `f` on a blocking thread, for calls whose errors are already storage errors.
@@ -222,23 +269,31 @@ impl Writeback {
         Writeback { started: offset, end: offset }
     }
 
-    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
     fn wrote(&mut self, file: &File, n: u64) {
         self.end += n;
         if self.end - self.started < WRITEBACK_STEP {
             return;
         }
+        Writeback::start(file, self.started, self.end - self.started);
+        self.started = self.end;
+    }
+
+    /// Asks the kernel to start writing `len` bytes at `start` back, without waiting.
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+    fn start(file: &File, start: u64, len: u64) {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let (Ok(start), Ok(len)) = (i64::try_from(self.started), i64::try_from(self.end - self.started)) else {
+            let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
                 return;
             };
+            if len == 0 {
+                return;
+            }
             // SAFETY: a plain system call on a file descriptor `file` keeps open; errors are ignored
             // (the commit's fsync reports them).
             unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        self.started = self.end;
     }
 }
 
@@ -321,6 +376,9 @@ impl BlobStore for FsBlobStore {
                 let mut file = open_staged(&path, offset)?;
                 hasher.update(&first);
                 file.write_all(&first)?;
+                // Often the last bytes of the upload: start writing them back now, so that the
+                // commit's fsync, a few requests later, has only the flush left to wait for.
+                Writeback::start(&file, offset, written);
                 Ok((written, hasher))
             })
             .await;
@@ -389,11 +447,19 @@ impl BlobStore for FsBlobStore {
             if len > size {
                 f.set_len(size)?;
             }
-            f.sync_all()?;
+            // The data and what reading it back needs (the size): the staged name itself need not
+            // survive, only the blob's name below.
+            f.sync_data()?;
             drop(f);
             let parent = dst.parent().ok_or_else(|| io::Error::other("blob path has no parent"))?;
-            fs::create_dir_all(parent)?;
-            fs::rename(&src, &dst)?;
+            // Prefix directories normally exist (see `open`); create one only when it is missing.
+            if let Err(e) = fs::rename(&src, &dst) {
+                if e.kind() != io::ErrorKind::NotFound || parent.is_dir() {
+                    return Err(e);
+                }
+                create_dirs_durably(parent)?;
+                fs::rename(&src, &dst)?;
+            }
             // Only the blob's directory needs to reach the disk: if the staged name comes back after
             // a crash, it is an orphan the start-up sweep removes, or the input of a finish retried.
             sync_dir(parent)?;
@@ -555,6 +621,33 @@ mod tests {
             assert_eq!(fs::read(&place).expect("quarantined bytes"), data);
         }
         assert_eq!(fs::read_dir(dir.path().join("quarantine")).expect("dir").count(), 2, "the first copy is kept");
+    }
+
+    /// The sha256 prefix directories exist once the store is open; a commit into a missing one (a
+    /// sha512 blob, or a directory removed by hand) creates it.
+    #[tokio::test]
+    async fn prefix_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("open");
+        let sha256 = dir.path().join("blobs/sha256");
+        assert_eq!(fs::read_dir(&sha256).expect("sha256 dir").count(), 256);
+        let data = b"prefix".to_vec();
+        for d in [Digest::sha256(&data), Digest::of(Algorithm::Sha512, &data)] {
+            let prefix = dir.path().join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]);
+            if prefix.exists() {
+                fs::remove_dir(&prefix).expect("remove the empty prefix directory");
+            }
+            let u = UploadId::parse(&format!("u-prefix-{}", d.algorithm())).expect("id");
+            store.upload_create(&u).await.expect("create");
+            let body = futures_util::stream::iter([Ok(Bytes::from(data.clone()))]);
+            let (n, h) = store.upload_write(&u, 0, Box::pin(body), Digester::new(d.algorithm())).await.expect("w");
+            assert_eq!(h.finish(), d);
+            store.upload_commit(&u, n, &d).await.expect("commit");
+            assert_eq!(fs::read(prefix.join(d.hex())).expect("blob"), data);
+        }
+        // Reopening keeps what is there.
+        FsBlobStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.stat(&Digest::sha256(&data)).await.expect("stat"), Some(data.len() as u64));
     }
 
     /// A write abandoned mid-stream (its future dropped, as when a client goes away) must not land

@@ -50,6 +50,14 @@
 //! that is already there. Leftovers without a marker are still listed by `list_uploads` so that
 //! orphan sweeping removes them.
 //!
+//! # Abort against a write on another instance
+//! An abort (the upload's session expired or was cancelled, possibly on another instance) deletes the
+//! staging objects, the marker last, then sweeps `<p>uploads/<id>/` once more. A write checks that the
+//! marker still exists after it has staged its bytes, and if not removes what is staged and reports
+//! "not found". So a write that saw the marker before an abort deleted it either staged its bytes before
+//! its check, which came before the marker went and so before the abort's second sweep (which removes
+//! them), or finds the marker gone and removes them itself: an aborted upload leaves nothing behind.
+//!
 //! # Limits
 //! Two instances writing the same upload at the same time (a client sending concurrent PATCHes for one
 //! session to different instances) can interleave parts; the registry's compare-and-swap on the offset
@@ -633,6 +641,11 @@ impl BlobStore for S3BlobStore {
                 self.inner.client.delete(&r.key).await?;
             }
         }
+        // Aborted meanwhile (by another instance): what this write staged must not outlive the upload.
+        if self.inner.client.head(&st.marker).await?.is_none() {
+            self.remove_staging(id, None).await?;
+            return Err(StorageError::UploadNotFound);
+        }
         Ok((written, hasher))
     }
 
@@ -694,7 +707,12 @@ impl BlobStore for S3BlobStore {
 
     async fn upload_abort(&self, id: &UploadId) -> Result<()> {
         let st = self.staged(id).await?;
-        self.remove_staging(id, st.as_ref()).await
+        self.remove_staging(id, st.as_ref()).await?;
+        // A write that saw the marker before it went may have staged more since (see the module docs).
+        if st.is_some() {
+            self.remove_staging(id, None).await?;
+        }
+        Ok(())
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadId>> {

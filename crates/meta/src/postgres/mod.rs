@@ -722,6 +722,33 @@ impl MetaStore for PgMetaStore {
             conn.client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&NS_GLOBAL, &GC_LOCK]).await?.try_get(0)?;
         Ok(got.then(|| GcLock::new(conn)))
     }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let mut c = self.conn().await?;
+        let st = c.prep("SELECT value FROM settings WHERE key = $1").await?;
+        let row = c.client.query_opt(&st, &[&key]).await?;
+        row.map(|r| r.try_get::<_, String>(0)).transpose().map_err(Into::into)
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let mut c = self.conn().await?;
+        match value {
+            Some(v) => {
+                let st = c
+                    .prep(
+                        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .await?;
+                c.client.execute(&st, &[&key, &v, &now()]).await?;
+            }
+            None => {
+                let st = c.prep("DELETE FROM settings WHERE key = $1").await?;
+                c.client.execute(&st, &[&key]).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 const USAGE_ONE: &str = "SELECT r.name,

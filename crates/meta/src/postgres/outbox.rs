@@ -2,13 +2,31 @@
 //! backend's (`seq` from an identity column, so never reused; a failed delivery stays, marked failed).
 //!
 //! Each call is one statement (`enqueue` one transaction), so an instance's worker always reads the
-//! latest committed state. This module never looks inside a body and never delivers anything.
+//! latest committed state. An endpoint's claim ([`EventOutbox::try_claim`]) is a session-level
+//! `pg_try_advisory_lock(NS_OUTBOX, hash of the name)` on a connection of its own, outside the pool,
+//! like the garbage collection lock: held exactly as long as the claim (dropping it closes the
+//! connection), released by the server if the instance dies; a hash collision only makes two
+//! endpoints share one holder. This module never looks inside a body and never delivers anything.
 
 use async_trait::async_trait;
 
-use super::{PgMetaStore, to_u64};
+use super::{PgMetaStore, pool, to_u64};
 use crate::Result;
-use crate::outbox::{Delivery, EventOutbox, NewDelivery, OutboxCounts};
+use crate::outbox::{ClaimHold, Delivery, EndpointClaim, EventOutbox, NewDelivery, OutboxCounts, claim_key};
+
+/// Advisory lock namespace of endpoint claims ("En" then a kind, as `super::NS_GLOBAL`).
+const NS_OUTBOX: i32 = 0x456e_7410;
+
+/// A claim: the connection whose session holds the advisory lock.
+struct PgClaim(pool::Conn);
+
+#[async_trait]
+impl ClaimHold for PgClaim {
+    async fn still_held(&self) -> bool {
+        // The lock lives as long as the session: a live connection still holds it.
+        !self.0.client.is_closed() && self.0.client.simple_query("SELECT 1").await.is_ok()
+    }
+}
 
 const PENDING: &str = "SELECT seq, endpoint, event_id, body, attempts, next_attempt_ms, last_error, created_ms
      FROM event_outbox WHERE endpoint = $1 AND failed = $2 ORDER BY seq LIMIT $3";
@@ -105,5 +123,14 @@ impl EventOutbox for PgMetaStore {
             .await?;
         let r = c.client.query_one(&st, &[]).await?;
         Ok(OutboxCounts { pending: to_u64(r.try_get(0)?), failed: to_u64(r.try_get(1)?) })
+    }
+
+    async fn try_claim(&self, endpoint: &str) -> Result<Option<EndpointClaim>> {
+        let conn = self.pool.connect().await?;
+        // The low 32 bits of the name's 64-bit hash, as the lock's second key.
+        let id = claim_key(endpoint) as u32 as i32;
+        let got: bool =
+            conn.client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&NS_OUTBOX, &id]).await?.try_get(0)?;
+        Ok(got.then(|| EndpointClaim::new(PgClaim(conn))))
     }
 }

@@ -85,6 +85,14 @@ CREATE TABLE event_outbox (
 );
 CREATE INDEX event_outbox_queue ON event_outbox (endpoint, failed, seq);
 "#,
+    // 2: settings shared by every instance (the fleet-wide read-only switch); `updated_at` in unix seconds.
+    r#"
+CREATE TABLE settings (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Applies the migrations `client`'s database lacks; returns the version reached.
