@@ -171,23 +171,49 @@ fn load_users(path: &Path, create: bool) -> Result<Users, String> {
     Users::load(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Takes an exclusive lock on `<file>.lock` next to `file`, held until the returned handle is dropped:
+/// every read-modify-write of the htpasswd file or robots.json holds it, so that commands run at the
+/// same time (on several hosts sharing the directory) never lose each other's changes. The files
+/// themselves are still replaced atomically, so servers reading them never need the lock.
+fn lock_beside(file: &Path) -> Result<std::fs::File, String> {
+    let mut name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    let lock = file.with_file_name(name);
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let handle = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", lock.display()))?;
+    handle.lock().map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
+    Ok(handle)
+}
+
 pub fn user(cmd: UserCommand) -> Result<(), String> {
     match cmd {
         UserCommand::Add(a) => {
-            let mut users = load_users(&a.file.htpasswd, true)?;
+            load_users(&a.file.htpasswd, true)?;
             let pw = read_password("password")?;
+            let _lock = lock_beside(&a.file.htpasswd)?;
+            let mut users = load_users(&a.file.htpasswd, true)?;
             users.add(&a.name, &pw, a.cost).map_err(|e| e.to_string())?;
             users.save(&a.file.htpasswd).map_err(|e| e.to_string())?;
             eprintln!("added user `{}` to {}", a.name, a.file.htpasswd.display());
         }
         UserCommand::Passwd(a) => {
-            let mut users = load_users(&a.file.htpasswd, false)?;
+            load_users(&a.file.htpasswd, false)?;
             let pw = read_password("new password")?;
+            let _lock = lock_beside(&a.file.htpasswd)?;
+            let mut users = load_users(&a.file.htpasswd, false)?;
             users.set_password(&a.name, &pw, a.cost).map_err(|e| e.to_string())?;
             users.save(&a.file.htpasswd).map_err(|e| e.to_string())?;
             eprintln!("changed the password of `{}`", a.name);
         }
         UserCommand::Remove(a) => {
+            let _lock = lock_beside(&a.file.htpasswd)?;
             let mut users = load_users(&a.file.htpasswd, false)?;
             users.remove(&a.name).map_err(|e| e.to_string())?;
             users.save(&a.file.htpasswd).map_err(|e| e.to_string())?;
@@ -226,6 +252,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
     match cmd {
         RobotCommand::Create(a) => {
             let path = crate::auth_config::robots_file(&a.dir.auth_dir());
+            let _lock = lock_beside(&path)?;
             let mut robots = read_robots(&path)?;
             let scopes = a
                 .scopes
@@ -264,6 +291,7 @@ pub fn robot(cmd: RobotCommand) -> Result<(), String> {
         }
         RobotCommand::Revoke(a) => {
             let path = crate::auth_config::robots_file(&a.dir.auth_dir());
+            let _lock = lock_beside(&path)?;
             let mut robots = read_robots(&path)?;
             robots.revoke(&a.name, now_unix()).map_err(|e| e.to_string())?;
             write_robots(&path, &robots).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

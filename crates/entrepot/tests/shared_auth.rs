@@ -140,3 +140,60 @@ async fn instances_sharing_auth_dir_accept_each_others_tokens_and_robots() {
     // The old key still verifies what it signed, on both.
     assert_eq!(pull_with(&c, &b.url(), &t).await, StatusCode::NOT_FOUND);
 }
+
+/// Robots and users created at the same moment (say from two hosts sharing the directory) are all kept:
+/// each command's read-modify-write of robots.json or the htpasswd file holds a lock beside it.
+#[test]
+fn concurrent_cli_changes_are_all_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth_dir = dir.path().join("auth");
+    let htpasswd = dir.path().join("htpasswd");
+    let robots: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(entrepot_bin())
+                .args(["robot", "create", &format!("bot{i}"), "--scope", "team/**:pull", "--auth-dir"])
+                .arg(&auth_dir)
+                .arg("--data-dir")
+                .arg(dir.path().join("unused"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("robot create")
+        })
+        .collect();
+    let users: Vec<_> = (0..6)
+        .map(|i| {
+            let mut child = Command::new(entrepot_bin())
+                .args(["user", "add", &format!("user{i}"), "--cost", "4", "--htpasswd"])
+                .arg(&htpasswd)
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("user add");
+            {
+                use std::io::Write;
+                writeln!(child.stdin.take().expect("stdin"), "pw-{i}").expect("password");
+            }
+            child
+        })
+        .collect();
+    for child in robots.into_iter().chain(users) {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = Command::new(entrepot_bin())
+        .args(["robot", "list", "--auth-dir"])
+        .arg(&auth_dir)
+        .arg("--data-dir")
+        .arg(dir.path().join("unused"))
+        .output()
+        .expect("robot list");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    for i in 0..8 {
+        assert!(listed.lines().any(|l| l.starts_with(&format!("bot{i} "))), "bot{i} kept:\n{listed}");
+    }
+    let file = std::fs::read_to_string(&htpasswd).expect("htpasswd");
+    for i in 0..6 {
+        assert!(file.lines().any(|l| l.starts_with(&format!("user{i}:"))), "user{i} kept:\n{file}");
+    }
+}
