@@ -156,6 +156,13 @@ pub fn entrepot_bin() -> PathBuf {
 }
 
 fn spawn(data: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    spawn_serve(data, listen, extra, &[])
+}
+
+/// Starts `entrepot serve --listen LISTEN --data-dir DATA EXTRA…` with `env` set, and waits for the one
+/// line it prints on stdout once it accepts connections (`listening on 127.0.0.1:PORT`). Returns the
+/// process and that address.
+fn spawn_serve(data: &Path, listen: &str, extra: &[String], env: &[(&str, &str)]) -> (Child, String) {
     let mut last_err = String::new();
     // Re-binding the same port right after a kill can briefly fail; retry a few times.
     for _ in 0..50 {
@@ -166,6 +173,7 @@ fn spawn(data: &Path, listen: &str, extra: &[String]) -> (Child, String) {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -174,8 +182,6 @@ fn spawn(data: &Path, listen: &str, extra: &[String]) -> (Child, String) {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         let _ = BufReader::new(stdout).read_line(&mut line);
-        // The server prints exactly one line on stdout once it accepts connections:
-        // `listening on 127.0.0.1:PORT`
         if let Some(addr) = line.trim().strip_prefix("listening on ") {
             return (child, addr.to_string());
         }
@@ -184,5 +190,5 @@ fn spawn(data: &Path, listen: &str, extra: &[String]) -> (Child, String) {
         let _ = child.wait();
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("entrepot did not start: {last_err}");
+    panic!("entrepot serve {extra:?} did not start: {last_err}");
 }

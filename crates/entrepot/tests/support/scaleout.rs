@@ -14,7 +14,6 @@
 //! PostgreSQL fails the test with a message saying so: it never skips. Must never hold registry logic:
 //! the stack only starts, stops and points at real processes.
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -220,40 +219,30 @@ impl Stack {
     }
 
     fn spawn(&self, data: &Path, listen: &str) -> (Child, String) {
-        let mut last = String::new();
-        // Re-binding the same port right after a kill can briefly fail; retry a few times.
-        for _ in 0..50 {
-            let mut child = Command::new(super::entrepot_bin())
-                .arg("serve")
-                .arg("--listen")
-                .arg(listen)
-                .arg("--data-dir")
-                .arg(data)
-                .args(["--s3-endpoint", &self.s3_endpoint, "--s3-bucket", &self.bucket, "--s3-path-style"])
-                .args(["--s3-prefix", &self.prefix, "--database-url", &self.database_url])
-                .arg("--auth-dir")
-                .arg(self.auth_dir.path())
-                .args(&self.extra_args)
-                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn entrepot");
-            let stdout = child.stdout.take().expect("stdout");
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            // `listening on 127.0.0.1:PORT` once it accepts connections.
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                return (child, addr.to_string());
-            }
-            last = line;
-            let _ = child.kill();
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("entrepot serve (scale-out, on S3 + PostgreSQL) did not start: {last:?}");
+        let auth_dir = self.auth_dir.path().to_str().expect("utf-8 temp path").to_string();
+        let mut args: Vec<String> = [
+            "--s3-endpoint",
+            &self.s3_endpoint,
+            "--s3-bucket",
+            &self.bucket,
+            "--s3-path-style",
+            "--s3-prefix",
+            &self.prefix,
+            "--database-url",
+            &self.database_url,
+            "--auth-dir",
+            &auth_dir,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.extra_args.iter().cloned());
+        super::spawn_serve(
+            data,
+            listen,
+            &args,
+            &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)],
+        )
     }
 }
 

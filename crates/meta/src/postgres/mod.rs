@@ -117,6 +117,19 @@ impl std::fmt::Debug for PgMetaStore {
 }
 
 impl PgMetaStore {
+    /// Runs `sql` (a `DELETE … WHERE repo = $1 AND … = $2`) in a transaction holding the repository's
+    /// advisory lock, as every change to a repository does; whether a row went.
+    async fn delete_under_repo_lock(&self, repo: &RepoName, sql: &'static str, second: &str) -> Result<bool> {
+        let mut c = self.conn().await?;
+        let lock = c.prep(LOCK).await?;
+        let del = c.prep(sql).await?;
+        let tx = c.client.transaction().await?;
+        tx.execute(&lock, &[&NS_REPO, &key(repo.as_str())]).await?;
+        let n = tx.execute(&del, &[&repo.as_str(), &second]).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     /// Connects to the database `url` names (`postgres://user[:password]@host[:port]/db[?sslmode=…]`)
     /// with at most [`DEFAULT_MAX_CONNECTIONS`] connections, and applies the migrations it lacks.
     pub async fn connect(url: &str) -> Result<PgMetaStore> {
@@ -204,14 +217,8 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut c = self.conn().await?;
-        let lock = c.prep(LOCK).await?;
-        let del = c.prep("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2").await?;
-        let tx = c.client.transaction().await?;
-        tx.execute(&lock, &[&NS_REPO, &key(repo.as_str())]).await?;
-        let n = tx.execute(&del, &[&repo.as_str(), &digest.to_string()]).await?;
-        tx.commit().await?;
-        Ok(n > 0)
+        self.delete_under_repo_lock(repo, "DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2", &digest.to_string())
+            .await
     }
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest, tags: &[Tag], protected: &[Tag]) -> Result<()> {
@@ -350,14 +357,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let mut c = self.conn().await?;
-        let lock = c.prep(LOCK).await?;
-        let del = c.prep("DELETE FROM tags WHERE repo = $1 AND tag = $2").await?;
-        let tx = c.client.transaction().await?;
-        tx.execute(&lock, &[&NS_REPO, &key(repo.as_str())]).await?;
-        let n = tx.execute(&del, &[&repo.as_str(), &tag.as_str()]).await?;
-        tx.commit().await?;
-        Ok(n > 0)
+        self.delete_under_repo_lock(repo, "DELETE FROM tags WHERE repo = $1 AND tag = $2", tag.as_str()).await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>> {
