@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Seconds after which an idle upload session is removed [default: 86400].
     #[arg(long, env = "ENTREPOT_UPLOAD_EXPIRY_SECS")]
     pub upload_expiry_secs: Option<u64>,
+    /// Write large uploads straight to the disk, past the page cache (`O_DIRECT`, Linux) [default: true].
+    #[arg(long, env = "ENTREPOT_DIRECT_WRITES", num_args = 0..=1, default_missing_value = "true")]
+    pub direct_writes: Option<bool>,
     /// Log filter (error, warn, info, debug, or a tracing filter) [default: info].
     #[arg(long, env = "ENTREPOT_LOG")]
     pub log: Option<String>,
@@ -112,6 +115,7 @@ pub(crate) struct FileConfig {
     allow_sparse_index: Option<bool>,
     mount_without_from: Option<bool>,
     upload_expiry_secs: Option<u64>,
+    direct_writes: Option<bool>,
     log: Option<String>,
     log_format: Option<String>,
     event_source: Option<String>,
@@ -150,6 +154,8 @@ pub(crate) struct FileConfig {
 pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// Filesystem blob store: write large uploads past the page cache.
+    pub direct_writes: bool,
     pub registry: RegistryConfig,
     pub log: String,
     pub log_format: crate::observe::LogFormat,
@@ -258,6 +264,7 @@ impl Config {
             webhooks: obs.webhooks,
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./entrepot-data")),
+            direct_writes: args.direct_writes.or(file.direct_writes).unwrap_or(true),
             registry: RegistryConfig {
                 max_manifest_bytes,
                 max_blob_bytes: args.max_blob_bytes.or(file.max_blob_bytes).unwrap_or(d.max_blob_bytes),
@@ -365,7 +372,8 @@ pub(crate) fn open_blobs(config: &Config) -> Result<std::sync::Arc<dyn entrepot_
         }
         None => {
             let store = entrepot_storage::FsBlobStore::open(&config.data_dir)
-                .map_err(|e| format!("cannot open blob storage in {}: {e}", config.data_dir.display()))?;
+                .map_err(|e| format!("cannot open blob storage in {}: {e}", config.data_dir.display()))?
+                .direct_writes(config.direct_writes);
             Ok(std::sync::Arc::new(store))
         }
     }
