@@ -19,6 +19,10 @@
 //! the next write call or the commit takes too: the queue of a call abandoned mid-way (client gone)
 //! drains before anything else touches the file.
 //!
+//! A small body (at most [`INLINE_WRITE`] bytes) into a staged file nobody else is writing, and the
+//! creation of an empty staged file, are made on the calling thread: a few short system calls, like the
+//! metadata store's short writes, cheaper than two thread switches.
+//!
 //! A read streams the file in [`READ_CHUNK`] positioned reads, each a short task on a blocking
 //! thread issued while the previous chunk is being sent, in buffers reused once the consumer has
 //! dropped them.
@@ -154,6 +158,9 @@ const READ_REUSE: usize = 2;
 /// Batches queued for each of the hashing and writing threads of an upload write.
 const WRITE_QUEUE: usize = 4;
 
+/// Largest upload write made on the calling thread instead of a blocking one (see `upload_write`).
+const INLINE_WRITE: usize = 64 * 1024;
+
 /// Write buffers kept by the store between upload writes.
 const POOL_BUFFERS: usize = 16;
 
@@ -261,12 +268,31 @@ impl Drop for Batcher<'_> {
 /// abandoned earlier call to finish), refuses it if it holds fewer than `offset` bytes and discards
 /// anything beyond.
 fn open_staged(path: &Path, offset: u64) -> Result<File> {
-    let mut f = match OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadNotFound),
-        Err(e) => return Err(e.into()),
-    };
+    let f = open_staged_unlocked(path)?;
     f.lock()?;
+    at_offset(f, offset)
+}
+
+/// [`open_staged`] without waiting: `None` when another writer holds the staged file's lock.
+fn try_open_staged(path: &Path, offset: u64) -> Result<Option<File>> {
+    let f = open_staged_unlocked(path)?;
+    match f.try_lock() {
+        Ok(()) => at_offset(f, offset).map(Some),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+fn open_staged_unlocked(path: &Path) -> Result<File> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::UploadNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Positions a locked staged file at `offset` (see [`open_staged`]).
+fn at_offset(mut f: File, offset: u64) -> Result<File> {
     // Never pad: a staged file shorter than the recorded offset (bytes lost to a power cut) cannot
     // continue, or zeros would be committed under a digest computed over real data.
     let len = f.metadata()?.len();
@@ -488,8 +514,9 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn upload_create(&self, id: &UploadId) -> Result<()> {
-        let path = self.upload_path(id);
-        blocking(move || File::create(path).map(|_| ())).await?;
+        // Creating an empty file is a short system call: made right here, like the metadata store's
+        // short writes, rather than paying two thread switches for it.
+        File::create(self.upload_path(id))?;
         Ok(())
     }
 
@@ -506,17 +533,23 @@ impl BlobStore for FsBlobStore {
         let first = batcher.next(&mut data).await.map_err(StorageError::Interrupted)?;
         let mut written = first.len() as u64;
         if batcher.ended {
-            // The whole body fits in one batch (small blobs): one blocking call.
-            return blocking_storage(move || {
-                let mut file = open_staged(&path, offset)?;
+            // The whole body fits in one batch (small blobs). Often the last bytes of the upload:
+            // their writeback starts now, so that the commit's fsync, a few requests later, has only
+            // the flush left to wait for.
+            let write = move |mut file: File, mut hasher: Digester| {
                 hasher.update(&first);
                 file.write_all(&first)?;
-                // Often the last bytes of the upload: start writing them back now, so that the
-                // commit's fsync, a few requests later, has only the flush left to wait for.
                 Writeback::start(&file, offset, written);
                 Ok((written, hasher))
-            })
-            .await;
+            };
+            // A small body into a staged file nobody else is writing: a few short system calls,
+            // made right here. Otherwise one blocking call, which may wait for the file's lock.
+            if written <= INLINE_WRITE as u64
+                && let Some(file) = try_open_staged(&path, offset)?
+            {
+                return write(file, hasher);
+            }
+            return blocking_storage(move || write(open_staged(&path, offset)?, hasher)).await;
         }
 
         // Hash and write in parallel, each on a blocking thread that lives for the whole call and is
@@ -911,5 +944,32 @@ mod tests {
         }
         let dir = tempfile::tempdir_in(shm).expect("tempdir");
         mixed_writes_read_back(FsBlobStore::open(dir.path()).expect("open")).await;
+    }
+
+    /// A small write finds the staged file locked (a writer still draining): it waits on a blocking
+    /// thread for the lock instead of writing on the caller's thread, then writes at its offset.
+    #[tokio::test]
+    async fn small_write_waits_for_a_busy_staged_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("open");
+        let u = UploadId::parse("u-busy").expect("id");
+        store.upload_create(&u).await.expect("create");
+        let held = File::open(store.upload_path(&u)).expect("open staged");
+        held.lock().expect("lock");
+        let data = Bytes::from_static(b"small body");
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(data.clone())]);
+        let write = tokio::spawn({
+            let store = store.clone();
+            let u = u.clone();
+            async move { store.upload_write(&u, 0, Box::pin(body), Digester::new(Algorithm::Sha256)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!write.is_finished(), "the write waits for the lock");
+        held.unlock().expect("unlock");
+        let (n, h) = write.await.expect("join").expect("write");
+        assert_eq!(n, data.len() as u64);
+        let d = h.finish();
+        store.upload_commit(&u, n, &d).await.expect("commit");
+        assert_eq!(store.stat(&d).await.expect("stat"), Some(n));
     }
 }
