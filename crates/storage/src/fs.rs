@@ -719,20 +719,29 @@ impl BlobStore for FsBlobStore {
 /// half of it.
 const READAHEAD: u64 = 32 * 1024 * 1024;
 
+/// Bytes asked for per readahead request: the kernel reads at most its readahead window (often far
+/// less than [`READAHEAD`]) per request, so a larger range is asked for in steps.
+const READAHEAD_STEP: u64 = 2 * 1024 * 1024;
+
 /// Asks the kernel to read `len` bytes of the file at `start` into the page cache in the background
-/// (`POSIX_FADV_WILLNEED`; a no-op for bytes already cached, and off Linux). The kernel's own
-/// readahead follows one sequential read at a time; this keeps a cold blob (written past the page
-/// cache, or evicted) streaming at the disk's speed.
+/// (`POSIX_FADV_WILLNEED`, in [`READAHEAD_STEP`] requests; a no-op for bytes already cached, and off
+/// Linux). The kernel's own readahead follows one sequential read at a time; this keeps a cold blob
+/// (written past the page cache, or evicted) streaming at the disk's speed.
 #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn read_ahead(file: &File, start: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        if let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len))
-            && len > 0
-        {
+        let end = start.saturating_add(len);
+        let mut at = start;
+        while at < end {
+            let step = (end - at).min(READAHEAD_STEP);
+            let (Ok(off), Ok(n)) = (i64::try_from(at), i64::try_from(step)) else {
+                return;
+            };
             // SAFETY: a plain system call on a descriptor `file` keeps open; only a hint, errors ignored.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED) };
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
+            at += step;
         }
     }
 }
