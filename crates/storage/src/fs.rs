@@ -769,9 +769,10 @@ fn file_stream(file: File, start: u64, len: u64) -> ByteStream {
             let mut buf = self.reusable().unwrap_or_default();
             let (file, at) = (self.file.clone(), self.pos);
             self.pos += want as u64;
-            // Keep the kernel reading between half and all of READAHEAD ahead of this read.
-            let ahead = if at + READAHEAD / 2 >= self.ahead_until && self.ahead_until < self.end {
-                let from = self.ahead_until.max(at);
+            // Keep the kernel reading between half and all of READAHEAD ahead of this read, from the
+            // end of it (this read fetches its own bytes; a blob read in one go asks for nothing).
+            let from = self.ahead_until.max(self.pos);
+            let ahead = if at + READAHEAD / 2 >= self.ahead_until && from < self.end {
                 self.ahead_until = (at + READAHEAD).min(self.end);
                 Some((from, self.ahead_until - from))
             } else {
